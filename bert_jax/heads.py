@@ -1,0 +1,232 @@
+"""Task heads on the BERT encoder, and the models that pair them.
+
+- Pre-training: masked LM at the gathered masked positions (decoder tied to
+  the token embedding through `Embed.attend`, plus an output bias) and
+  next-sentence prediction on the pooled output.
+- Left-to-right LM (the paper's LTR ablation): the same tied decoder at every
+  position of a causal encoder, predicting the next token.
+- Fine-tuning: sequence classification / regression (GLUE), span start/end
+  (SQuAD), token classification (NER), multiple choice (SWAG).
+
+Logits are returned in float32 whatever the compute dtype; the losses here
+are computed in float32 too.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+from bert_jax import model as model_lib
+
+Array = jax.Array
+BertConfig = model_lib.BertConfig
+
+
+class MaskedLMHead(nnx.Module):
+  """dense(H) + activation + LayerNorm, then the tied decoder plus a bias."""
+
+  def __init__(self, config: BertConfig, *, rngs: nnx.Rngs):
+    self.config = config
+    self.transform = model_lib.dense(config, config.hidden_size,
+                                     config.hidden_size, ("embed", "mlp"), rngs)
+    self.layer_norm = model_lib.layer_norm(config, rngs)
+    self.output_bias = nnx.Param(
+        model_lib._zeros(("vocab",))(rngs.params(), (config.vocab_size,),
+                                     config.params_dtype))
+
+  def __call__(self, x_BxPxD: Array, embedding: nnx.Embed) -> Array:
+    h = model_lib.activation(self.config.hidden_act)(self.transform(x_BxPxD))
+    h = self.layer_norm(h)
+    logits_BxPxV = embedding.attend(h).astype(jnp.float32)
+    return logits_BxPxV + self.output_bias[...].astype(jnp.float32)
+
+
+def gather_positions(x_BxLxD: Array, positions_BxP: Array) -> Array:
+  """x[b, positions[b, p]] for every b, p."""
+  return jnp.take_along_axis(x_BxLxD, positions_BxP[..., None], axis=1)
+
+
+class PretrainingOutput(NamedTuple):
+  mlm_logits: Array  # [B, P, V] at masked positions; [B, L, V] for LTR
+  nsp_logits: Array | None  # [B, 2]; None without NSP
+
+
+class BertForPreTraining(nnx.Module):
+  """Encoder + masked-LM head (+ NSP head unless `nsp=False`: No-NSP)."""
+
+  def __init__(self, config: BertConfig, *, nsp: bool = True,
+               rngs: nnx.Rngs):
+    self.config = config
+    self.bert = model_lib.BertModel(config, rngs=rngs)
+    self.mlm = MaskedLMHead(config, rngs=rngs)
+    self.nsp = (model_lib.dense(config, config.hidden_size, 2,
+                                ("embed", None), rngs) if nsp else None)
+
+  def __call__(self, input_ids: Array, segment_ids: Array, input_mask: Array,
+               masked_lm_positions: Array, *,
+               rng: Array | None = None) -> PretrainingOutput:
+    out = self.bert(input_ids, segment_ids, input_mask, rng=rng)
+    masked = gather_positions(out.sequence_output, masked_lm_positions)
+    mlm_logits = self.mlm(masked, self.bert.embeddings.word_embeddings)
+    nsp_logits = (None if self.nsp is None
+                  else self.nsp(out.pooled_output).astype(jnp.float32))
+    return PretrainingOutput(mlm_logits, nsp_logits)
+
+
+class BertForLTR(nnx.Module):
+  """Left-to-right LM: causal encoder, tied decoder at every position."""
+
+  def __init__(self, config: BertConfig, *, rngs: nnx.Rngs):
+    if config.attention != "causal":
+      raise ValueError("BertForLTR needs BertConfig(attention='causal'), got "
+                       f"attention={config.attention!r}")
+    self.config = config
+    self.bert = model_lib.BertModel(config, rngs=rngs)
+    self.mlm = MaskedLMHead(config, rngs=rngs)
+
+  def __call__(self, input_ids: Array, segment_ids: Array, input_mask: Array,
+               *, rng: Array | None = None) -> PretrainingOutput:
+    out = self.bert(input_ids, segment_ids, input_mask, rng=rng)
+    logits = self.mlm(out.sequence_output,
+                      self.bert.embeddings.word_embeddings)
+    return PretrainingOutput(logits, None)
+
+
+def _classifier(config: BertConfig, n: int, rngs: nnx.Rngs) -> nnx.Linear:
+  return model_lib.dense(config, config.hidden_size, n, ("embed", None), rngs)
+
+
+class BertForSequenceClassification(nnx.Module):
+  """GLUE: a linear layer on the pooled [CLS]; num_labels=1 is regression."""
+
+  def __init__(self, config: BertConfig, num_labels: int, *,
+               rngs: nnx.Rngs):
+    self.config = config
+    self.bert = model_lib.BertModel(config, rngs=rngs)
+    self.classifier = _classifier(config, num_labels, rngs)
+
+  def __call__(self, input_ids: Array, segment_ids: Array, input_mask: Array,
+               *, rng: Array | None = None) -> Array:
+    rng_bert, rng_drop = model_lib._split_key(rng, 2)
+    pooled = self.bert(input_ids, segment_ids, input_mask,
+                       rng=rng_bert).pooled_output
+    pooled = model_lib.dropout(pooled, self.config.hidden_dropout_prob,
+                               rng_drop)
+    return self.classifier(pooled).astype(jnp.float32)
+
+
+class BertForQuestionAnswering(nnx.Module):
+  """SQuAD: start and end logits from one linear layer over the sequence."""
+
+  def __init__(self, config: BertConfig, *, rngs: nnx.Rngs):
+    self.config = config
+    self.bert = model_lib.BertModel(config, rngs=rngs)
+    self.qa_outputs = _classifier(config, 2, rngs)
+
+  def __call__(self, input_ids: Array, segment_ids: Array, input_mask: Array,
+               *, rng: Array | None = None) -> tuple[Array, Array]:
+    seq = self.bert(input_ids, segment_ids, input_mask,
+                    rng=rng).sequence_output
+    logits_BxLx2 = self.qa_outputs(seq).astype(jnp.float32)
+    return logits_BxLx2[..., 0], logits_BxLx2[..., 1]
+
+
+class BertForTokenClassification(nnx.Module):
+  """NER: a label per token (the first sub-token of each word is scored)."""
+
+  def __init__(self, config: BertConfig, num_labels: int, *,
+               rngs: nnx.Rngs):
+    self.config = config
+    self.bert = model_lib.BertModel(config, rngs=rngs)
+    self.classifier = _classifier(config, num_labels, rngs)
+
+  def __call__(self, input_ids: Array, segment_ids: Array, input_mask: Array,
+               *, rng: Array | None = None) -> Array:
+    rng_bert, rng_drop = model_lib._split_key(rng, 2)
+    seq = self.bert(input_ids, segment_ids, input_mask,
+                    rng=rng_bert).sequence_output
+    seq = model_lib.dropout(seq, self.config.hidden_dropout_prob, rng_drop)
+    return self.classifier(seq).astype(jnp.float32)
+
+
+class BertForMultipleChoice(nnx.Module):
+  """SWAG: one score per (context, ending) from [CLS], softmax over choices.
+
+  Inputs are [B, C, L]; the logits are [B, C].
+  """
+
+  def __init__(self, config: BertConfig, *, rngs: nnx.Rngs):
+    self.config = config
+    self.bert = model_lib.BertModel(config, rngs=rngs)
+    self.classifier = _classifier(config, 1, rngs)
+
+  def __call__(self, input_ids: Array, segment_ids: Array, input_mask: Array,
+               *, rng: Array | None = None) -> Array:
+    b, c, length = input_ids.shape
+    flat = lambda x: x.reshape(b * c, length)
+    rng_bert, rng_drop = model_lib._split_key(rng, 2)
+    pooled = self.bert(flat(input_ids), flat(segment_ids), flat(input_mask),
+                       rng=rng_bert).pooled_output
+    pooled = model_lib.dropout(pooled, self.config.hidden_dropout_prob,
+                               rng_drop)
+    return self.classifier(pooled).astype(jnp.float32).reshape(b, c)
+
+
+def pretraining_loss(
+    output: PretrainingOutput, batch: dict[str, Array]
+) -> tuple[Array, dict[str, Array]]:
+  """The original objective: weighted mean masked-LM loss + mean NSP loss.
+
+  As in TF1 `run_pretraining.py`, the MLM loss is
+  sum(w * nll) / (sum(w) + 1e-5) over the padded prediction slots.
+  Returns the loss and per-batch sums for metrics (so they average exactly
+  across steps and hosts).
+  """
+  logits = output.mlm_logits.astype(jnp.float32)
+  labels = batch["masked_lm_ids"]
+  weights = batch["masked_lm_weights"].astype(jnp.float32)
+  nll = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+  denom = jnp.sum(weights)
+  mlm_loss = jnp.sum(nll * weights) / (denom + 1e-5)
+  correct = (jnp.argmax(logits, -1) == labels).astype(jnp.float32)
+  metrics = {
+      "mlm_loss_sum": jnp.sum(nll * weights),
+      "mlm_correct": jnp.sum(correct * weights),
+      "mlm_weight": denom,
+  }
+  loss = mlm_loss
+  if output.nsp_logits is not None:
+    nsp_labels = batch["next_sentence_labels"].reshape(-1)
+    nsp_nll = optax.softmax_cross_entropy_with_integer_labels(
+        output.nsp_logits.astype(jnp.float32), nsp_labels)
+    loss = loss + jnp.mean(nsp_nll)
+    metrics.update(
+        nsp_loss_sum=jnp.sum(nsp_nll),
+        nsp_correct=jnp.sum(
+            (jnp.argmax(output.nsp_logits, -1) == nsp_labels)
+            .astype(jnp.float32)),
+        nsp_count=jnp.asarray(nsp_labels.shape[0], jnp.float32),
+    )
+  return loss, metrics
+
+
+def ltr_loss(output: PretrainingOutput,
+             batch: dict[str, Array]) -> tuple[Array, dict[str, Array]]:
+  """Next-token loss of the LTR model over the real (unpadded) positions."""
+  logits = output.mlm_logits[:, :-1].astype(jnp.float32)
+  labels = batch["input_ids"][:, 1:]
+  weights = batch["input_mask"][:, 1:].astype(jnp.float32)
+  nll = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+  denom = jnp.sum(weights)
+  correct = (jnp.argmax(logits, -1) == labels).astype(jnp.float32)
+  metrics = {
+      "lm_loss_sum": jnp.sum(nll * weights),
+      "lm_correct": jnp.sum(correct * weights),
+      "lm_weight": denom,
+  }
+  return jnp.sum(nll * weights) / (denom + 1e-5), metrics
