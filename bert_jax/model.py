@@ -38,12 +38,6 @@ _ATTENTION = ("bidirectional", "causal")
 _REMAT = ("none", "full", "dots", "dots_no_batch")
 _DTYPES = ("float32", "bfloat16", "float16")
 
-# TF1's tf.truncated_normal_initializer(stddev=s) draws N(0, s) cut at 2s; jax's
-# truncated_normal rescales so the *truncated* law has std s. Multiplying by
-# the std of a standard normal truncated at +-2 gives TF1's distribution.
-_TRUNCATED_STD_AT_2 = 0.87962566103423978
-
-
 @dataclasses.dataclass(frozen=True)
 class BertConfig:
   """Architecture and numerics of a BERT encoder. Built from the job config.
@@ -209,9 +203,9 @@ def _partitioned(init, names: tuple[str | None, ...]):
 
 
 def kernel_init(config: BertConfig, names: tuple[str | None, ...]):
+  # Like TF1's truncated_normal_initializer: N(0, s) cut at +-2s, no rescale.
   return _partitioned(
-      nnx.initializers.truncated_normal(
-          stddev=config.initializer_range * _TRUNCATED_STD_AT_2),
+      nnx.initializers.truncated_normal(stddev=config.initializer_range),
       names)
 
 
