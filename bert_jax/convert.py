@@ -1,0 +1,540 @@
+"""Checkpoint import and export: Hugging Face, Google's TF1 release, Orbax.
+
+    python -m bert_jax.convert --from=hf --to=bert_jax SRC DST
+    python -m bert_jax.convert --from=tf1 --to=hf uncased_L-12_H-768_A-12 DST
+    python -m bert_jax.convert --from=bert_jax --to=hf SRC DST
+
+Formats:
+- `hf`: a directory with config.json + model.safetensors (or
+  pytorch_model.bin) [+ vocab.txt]; keys with or without the `bert.` prefix,
+  with or without the `cls.*` pre-training heads.
+- `tf1`: Google's `bert_model.ckpt.{index,data-*}` + bert_config.json +
+  vocab.txt (read with TensorFlow's checkpoint reader). TF1's 'gelu' is the
+  tanh approximation, so imports get hidden_act='gelu_tanh'.
+- `bert_jax` (native): bert_config.json + vocab + `params/`, an Orbax
+  checkpoint of the BertForPreTraining parameters as a plain nested dict.
+
+Parameters travel as plain nested dicts shaped like
+`nnx.to_pure_dict(nnx.state(BertForPreTraining(...), nnx.Param))`. Heads a
+checkpoint lacks are freshly initialised and named in the report. Missing,
+unexpected or mis-shaped tensors raise one error listing all of them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import json
+import os
+import shutil
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from bert_jax import model as model_lib
+
+BertConfig = model_lib.BertConfig
+Params = dict[str, Any]
+
+FORMATS = ("hf", "tf1", "bert_jax")
+_NATIVE_CONFIG = "bert_config.json"
+_NATIVE_PARAMS = "params"
+
+
+# -- the name table ----------------------------------------------------------
+# One row per tensor: our path, the Hugging Face name, the TF1 name, and how
+# the canonical matrix (TF1 layout: [in, out]) reshapes into ours. HF stores
+# Linear weights as [out, in]; `hf_t` marks those.
+
+@dataclasses.dataclass(frozen=True)
+class _Row:
+  ours: str
+  hf: str
+  tf1: str
+  hf_t: bool = False  # HF holds the transpose of the canonical matrix
+  tf1_t: bool = False  # TF1 holds the transpose of the canonical matrix
+  shape: str = "plain"  # plain | heads_in | heads_bias | heads_out
+  per_layer: bool = False
+  head: str | None = None  # None: encoder; else the head's name
+
+
+def _dense(ours, hf, tf1, **kw):
+  return [_Row(f"{ours}/kernel", f"{hf}.weight", f"{tf1}/kernel", hf_t=True,
+               **kw),
+          _Row(f"{ours}/bias", f"{hf}.bias", f"{tf1}/bias",
+               **{k: v for k, v in kw.items() if k != "shape"},
+               shape="heads_bias" if kw.get("shape") == "heads_in"
+               else "plain")]
+
+
+def _ln(ours, hf, tf1, **kw):
+  return [_Row(f"{ours}/scale", f"{hf}.weight", f"{tf1}/gamma", **kw),
+          _Row(f"{ours}/bias", f"{hf}.bias", f"{tf1}/beta", **kw)]
+
+
+_L = dict(per_layer=True)
+_ROWS: list[_Row] = [
+    _Row("bert/embeddings/word_embeddings/embedding",
+         "bert.embeddings.word_embeddings.weight",
+         "bert/embeddings/word_embeddings"),
+    _Row("bert/embeddings/position_embeddings/embedding",
+         "bert.embeddings.position_embeddings.weight",
+         "bert/embeddings/position_embeddings"),
+    _Row("bert/embeddings/token_type_embeddings/embedding",
+         "bert.embeddings.token_type_embeddings.weight",
+         "bert/embeddings/token_type_embeddings"),
+    *_ln("bert/embeddings/layer_norm", "bert.embeddings.LayerNorm",
+         "bert/embeddings/LayerNorm"),
+    *[r for name in ("query", "key", "value") for r in _dense(
+        f"bert/encoder/layers/attention/{name}",
+        f"bert.encoder.layer.{{i}}.attention.self.{name}",
+        f"bert/encoder/layer_{{i}}/attention/self/{name}",
+        shape="heads_in", **_L)],
+    _Row("bert/encoder/layers/attention/output/kernel",
+         "bert.encoder.layer.{i}.attention.output.dense.weight",
+         "bert/encoder/layer_{i}/attention/output/dense/kernel", hf_t=True,
+         shape="heads_out", **_L),
+    _Row("bert/encoder/layers/attention/output/bias",
+         "bert.encoder.layer.{i}.attention.output.dense.bias",
+         "bert/encoder/layer_{i}/attention/output/dense/bias", **_L),
+    *_ln("bert/encoder/layers/attention_layer_norm",
+         "bert.encoder.layer.{i}.attention.output.LayerNorm",
+         "bert/encoder/layer_{i}/attention/output/LayerNorm", **_L),
+    *_dense("bert/encoder/layers/intermediate",
+            "bert.encoder.layer.{i}.intermediate.dense",
+            "bert/encoder/layer_{i}/intermediate/dense", **_L),
+    *_dense("bert/encoder/layers/output",
+            "bert.encoder.layer.{i}.output.dense",
+            "bert/encoder/layer_{i}/output/dense", **_L),
+    *_ln("bert/encoder/layers/output_layer_norm",
+         "bert.encoder.layer.{i}.output.LayerNorm",
+         "bert/encoder/layer_{i}/output/LayerNorm", **_L),
+    *_dense("bert/pooler", "bert.pooler.dense", "bert/pooler/dense"),
+    # Pre-training heads.
+    *_dense("mlm/transform", "cls.predictions.transform.dense",
+            "cls/predictions/transform/dense", head="mlm"),
+    *_ln("mlm/layer_norm", "cls.predictions.transform.LayerNorm",
+         "cls/predictions/transform/LayerNorm", head="mlm"),
+    _Row("mlm/output_bias", "cls.predictions.bias",
+         "cls/predictions/output_bias", head="mlm"),
+    _Row("nsp/kernel", "cls.seq_relationship.weight",
+         "cls/seq_relationship/output_weights", hf_t=True, tf1_t=True,
+         head="nsp"),
+    _Row("nsp/bias", "cls.seq_relationship.bias",
+         "cls/seq_relationship/output_bias", head="nsp"),
+]
+
+# Present in real checkpoints, carrying nothing we need: HF's tied decoder
+# and position-id buffer; TF1's optimizer slots and step counter.
+_HF_IGNORED = ("bert.embeddings.position_ids", "cls.predictions.decoder.weight",
+               "cls.predictions.decoder.bias")
+_TF1_IGNORED_SUFFIXES = ("/adam_m", "/adam_v", "global_step",
+                         "/Momentum", "/LAMB_m", "/LAMB_v")
+
+
+def _to_ours(x: np.ndarray, row: _Row, cfg: BertConfig) -> np.ndarray:
+  n, h = cfg.num_heads, cfg.head_dim
+  if row.shape == "heads_in":
+    return x.reshape(x.shape[0], n, h)
+  if row.shape == "heads_bias":
+    return x.reshape(n, h)
+  if row.shape == "heads_out":
+    return x.reshape(n, h, x.shape[-1])
+  return x
+
+
+def _from_ours(x: np.ndarray, row: _Row) -> np.ndarray:
+  if row.shape == "heads_in":
+    return x.reshape(x.shape[0], -1)
+  if row.shape == "heads_bias":
+    return x.reshape(-1)
+  if row.shape == "heads_out":
+    return x.reshape(-1, x.shape[-1])
+  return x
+
+
+def _get(tree: Mapping, path: str):
+  for part in path.split("/"):
+    tree = tree[part]
+  return tree
+
+
+def _set(tree: dict, path: str, value) -> None:
+  parts = path.split("/")
+  for part in parts[:-1]:
+    tree = tree.setdefault(part, {})
+  tree[parts[-1]] = value
+
+
+def _flatten(tree: Mapping, prefix: str = "") -> dict[str, Any]:
+  out = {}
+  for k, v in tree.items():
+    key = f"{prefix}/{k}" if prefix else str(k)
+    if isinstance(v, Mapping):
+      out.update(_flatten(v, key))
+    else:
+      out[key] = v
+  return out
+
+
+# -- import ------------------------------------------------------------------
+
+@dataclasses.dataclass
+class ImportReport:
+  source: str
+  fmt: str
+  fresh_heads: list[str]  # heads missing in the checkpoint, freshly built
+  ignored: list[str]  # tensors present but deliberately unused
+
+  def __str__(self) -> str:
+    heads = ", ".join(self.fresh_heads) or "none"
+    return (f"imported {self.fmt} checkpoint {self.source}; freshly "
+            f"initialised heads: {heads}; ignored tensors: "
+            f"{len(self.ignored)}")
+
+
+def init_params(cfg: BertConfig, seed: int = 0, nsp: bool = True) -> Params:
+  """Fresh BertForPreTraining parameters as a plain nested dict."""
+  from flax import nnx  # pylint: disable=g-import-not-at-top
+  from bert_jax import heads  # pylint: disable=g-import-not-at-top
+  module = heads.BertForPreTraining(cfg, nsp=nsp, rngs=nnx.Rngs(seed))
+  return jax_to_numpy(nnx.to_pure_dict(nnx.state(module, nnx.Param)))
+
+
+def jax_to_numpy(tree: Any) -> Any:
+  if isinstance(tree, Mapping):
+    return {str(k): jax_to_numpy(v) for k, v in tree.items()}
+  return np.asarray(tree)
+
+
+def _assemble(cfg: BertConfig, lookup: Callable[[_Row, int | None], Any],
+              available: set[str], names_of: Callable[[_Row, int | None], str],
+              transposed: Callable[[_Row], bool], source: str, fmt: str,
+              ignored: list[str], seed: int) -> tuple[Params, ImportReport]:
+  """Builds our params from a name->tensor source, checking everything."""
+  fresh = init_params(cfg, seed)
+  params: Params = {}
+  used: set[str] = set()
+  missing, misshaped = [], []
+  heads_present = {
+      head: any(names_of(r, 0 if r.per_layer else None) in available
+                for r in _ROWS if r.head == head)
+      for head in ("mlm", "nsp")}
+  for row in _ROWS:
+    if row.head and not heads_present[row.head]:
+      continue
+    want = np.asarray(_get(fresh, row.ours)).shape
+    layers = range(cfg.num_layers) if row.per_layer else [None]
+    values = []
+    for i in layers:
+      name = names_of(row, i)
+      if name not in available:
+        missing.append(name)
+        continue
+      used.add(name)
+      x = np.asarray(lookup(row, i), np.float32)
+      if transposed(row):
+        x = x.T
+      try:
+        x = _to_ours(x, row, cfg)
+      except ValueError:
+        pass
+      values.append((name, x))
+    per_shape = want[1:] if row.per_layer else want
+    for name, x in values:
+      if x.shape != per_shape:
+        misshaped.append(f"{name}: shape {x.shape} (as ours), expected "
+                         f"{per_shape}")
+    if len(values) == len(layers) and all(x.shape == per_shape
+                                          for _, x in values):
+      stacked = (np.stack([x for _, x in values]) if row.per_layer
+                 else values[0][1])
+      _set(params, row.ours, stacked)
+  unexpected = sorted(available - used - set(ignored))
+  problems = ([f"missing: {m}" for m in missing]
+              + [f"unexpected: {u}" for u in unexpected]
+              + [f"mis-shaped: {s}" for s in misshaped])
+  if problems:
+    raise ValueError(f"{source}: the {fmt} checkpoint does not match the "
+                     f"model config ({len(problems)} problems):\n  "
+                     + "\n  ".join(problems))
+  fresh_heads = []
+  for head, present in heads_present.items():
+    if not present:
+      params[head] = fresh[head]
+      fresh_heads.append(head)
+  return params, ImportReport(source, fmt, fresh_heads, sorted(ignored))
+
+
+def _read_json(path: str) -> dict:
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"config file not found: {path}")
+  with open(path) as f:
+    try:
+      return json.load(f)
+    except json.JSONDecodeError as e:
+      raise ValueError(f"{path}: not valid JSON ({e})") from e
+
+
+def _hf_weights_file(src: str) -> str:
+  if os.path.isfile(src):
+    return src
+  for name in ("model.safetensors", "pytorch_model.bin"):
+    if os.path.exists(os.path.join(src, name)):
+      return os.path.join(src, name)
+  raise FileNotFoundError(f"{src}: no model.safetensors or "
+                          "pytorch_model.bin found")
+
+
+def import_hf(src: str, seed: int = 0, **config_overrides: Any
+              ) -> tuple[BertConfig, Params, ImportReport]:
+  """Reads a Hugging Face BERT directory (or weights file beside config)."""
+  weights = _hf_weights_file(src)
+  directory = os.path.dirname(weights)
+  cfg = BertConfig.from_json_dict(
+      _read_json(os.path.join(directory, "config.json")), **config_overrides)
+  if weights.endswith(".safetensors"):
+    from safetensors.numpy import load_file  # pylint: disable=g-import-not-at-top
+    tensors = load_file(weights)
+  else:
+    try:
+      import torch  # pylint: disable=g-import-not-at-top
+    except ImportError as e:
+      raise ImportError(f"{weights}: reading pytorch_model.bin needs torch; "
+                        "convert it to safetensors or install torch") from e
+    tensors = {k: v.float().numpy() for k, v in torch.load(
+        weights, map_location="cpu", weights_only=True).items()}
+  # Accept keys with or without the `bert.` prefix.
+  has_prefix = any(k.startswith("bert.") for k in tensors)
+  if not has_prefix:
+    tensors = {(k if k.startswith("cls.") else f"bert.{k}"): v
+               for k, v in tensors.items()}
+  ignored = [k for k in tensors if k in _HF_IGNORED]
+  names = lambda r, i: r.hf.format(i=i) if r.per_layer else r.hf
+  params, report = _assemble(
+      cfg, lambda r, i: tensors[names(r, i)], set(tensors), names,
+      lambda r: r.hf_t, weights, "hf", ignored, seed)
+  return cfg, params, report
+
+
+def _tf1_prefix(src: str) -> str:
+  if os.path.isdir(src):
+    found = sorted(glob.glob(os.path.join(src, "*.ckpt*.index")))
+    if not found:
+      raise FileNotFoundError(f"{src}: no TF1 checkpoint (*.ckpt.index)")
+    return found[0][:-len(".index")]
+  if src.endswith(".index"):
+    return src[:-len(".index")]
+  if not os.path.exists(src + ".index"):
+    raise FileNotFoundError(f"{src}: no TF1 checkpoint ({src}.index)")
+  return src
+
+
+def import_tf1(src: str, seed: int = 0, **config_overrides: Any
+               ) -> tuple[BertConfig, Params, ImportReport]:
+  """Reads Google's TF1 checkpoint (needs tensorflow)."""
+  prefix = _tf1_prefix(src)
+  cfg = BertConfig.from_json_dict(
+      _read_json(os.path.join(os.path.dirname(prefix), "bert_config.json")),
+      tf1_gelu=True, **config_overrides)
+  try:
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  except ImportError as e:
+    raise ImportError("reading TF1 checkpoints needs tensorflow "
+                      "(pip install tensorflow-cpu)") from e
+  reader = tf.train.load_checkpoint(prefix)
+  available = set(reader.get_variable_to_shape_map())
+  ignored = [n for n in available if n.endswith(_TF1_IGNORED_SUFFIXES)]
+  names = lambda r, i: r.tf1.format(i=i) if r.per_layer else r.tf1
+  params, report = _assemble(
+      cfg, lambda r, i: reader.get_tensor(names(r, i)), available, names,
+      lambda r: r.tf1_t, prefix, "tf1", ignored, seed)
+  return cfg, params, report
+
+
+# -- native format (Orbax) ---------------------------------------------------
+
+def save_bert_jax(cfg: BertConfig, params: Params, vocab_file: str | None,
+                  out_dir: str) -> str:
+  """Writes bert_config.json, the vocab and an Orbax checkpoint of params."""
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  out_dir = os.path.abspath(out_dir)
+  os.makedirs(out_dir, exist_ok=True)
+  params_dir = os.path.join(out_dir, _NATIVE_PARAMS)
+  if os.path.exists(params_dir):
+    raise FileExistsError(f"{params_dir} exists; refusing to overwrite")
+  checkpointer = ocp.StandardCheckpointer()
+  checkpointer.save(params_dir, jax_to_numpy(params))
+  checkpointer.wait_until_finished()
+  config = cfg.to_json_dict() | {
+      "bert_jax": {k: v for k, v in dataclasses.asdict(cfg).items()}}
+  with open(os.path.join(out_dir, _NATIVE_CONFIG), "w") as f:
+    json.dump(config, f, indent=2)
+  if vocab_file:
+    shutil.copy(vocab_file, os.path.join(out_dir,
+                                         os.path.basename(vocab_file)))
+  return out_dir
+
+
+def load_bert_jax(src: str, **config_overrides: Any
+                  ) -> tuple[BertConfig, Params, ImportReport]:
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  config = _read_json(os.path.join(src, _NATIVE_CONFIG))
+  if "bert_jax" not in config:
+    raise ValueError(f"{src}/{_NATIVE_CONFIG}: not a bert_jax model "
+                     "directory (no 'bert_jax' section)")
+  cfg = BertConfig(**{**config["bert_jax"], **config_overrides})
+  params = ocp.StandardCheckpointer().restore(
+      os.path.abspath(os.path.join(src, _NATIVE_PARAMS)))
+  params = jax_to_numpy(params)
+  fresh = init_params(cfg)
+  fresh_heads = [h for h in ("mlm", "nsp") if h not in params]
+  for head in fresh_heads:
+    params[head] = fresh[head]
+  return cfg, params, ImportReport(src, "bert_jax", fresh_heads, [])
+
+
+# -- export to Hugging Face --------------------------------------------------
+
+def to_hf_tensors(cfg: BertConfig, params: Params) -> dict[str, np.ndarray]:
+  out = {}
+  for row in _ROWS:
+    if row.head and row.head not in params:
+      continue
+    value = np.asarray(_get(params, row.ours), np.float32)
+    for i in (range(cfg.num_layers) if row.per_layer else [None]):
+      x = _from_ours(value[i] if row.per_layer else value, row)
+      out[row.hf.format(i=i) if row.per_layer else row.hf] = np.ascontiguousarray(
+          x.T if row.hf_t else x)
+  return out
+
+
+def export_hf(cfg: BertConfig, params: Params, vocab_file: str | None,
+              out_dir: str) -> str:
+  """config.json + model.safetensors (+ vocab.txt) for transformers."""
+  from safetensors.numpy import save_file  # pylint: disable=g-import-not-at-top
+  os.makedirs(out_dir, exist_ok=True)
+  tensors = to_hf_tensors(cfg, params)
+  has_heads = "cls.predictions.bias" in tensors
+  if has_heads:
+    # transformers ties these to the embedding and the output bias; writing
+    # them keeps loaders that do not tie happy too.
+    tensors["cls.predictions.decoder.weight"] = tensors[
+        "bert.embeddings.word_embeddings.weight"]
+    tensors["cls.predictions.decoder.bias"] = tensors["cls.predictions.bias"]
+  save_file(tensors, os.path.join(out_dir, "model.safetensors"),
+            metadata={"format": "pt"})
+  config = cfg.to_json_dict() | {
+      "model_type": "bert",
+      "architectures": ["BertForPreTraining" if has_heads else "BertModel"],
+      "pad_token_id": 0,
+      "position_embedding_type": "absolute",
+  }
+  with open(os.path.join(out_dir, "config.json"), "w") as f:
+    json.dump(config, f, indent=2)
+  if vocab_file:
+    shutil.copy(vocab_file, os.path.join(out_dir, "vocab.txt"))
+  return out_dir
+
+
+def export_tf1_names(cfg: BertConfig, params: Params) -> dict[str, np.ndarray]:
+  """Our params under Google's TF1 variable names (for writing with TF)."""
+  out = {}
+  for row in _ROWS:
+    if row.head and row.head not in params:
+      continue
+    value = np.asarray(_get(params, row.ours), np.float32)
+    for i in (range(cfg.num_layers) if row.per_layer else [None]):
+      x = _from_ours(value[i] if row.per_layer else value, row)
+      out[row.tf1.format(i=i) if row.per_layer else row.tf1] = (
+          x.T if row.tf1_t else x)
+  return out
+
+
+# -- detection and the one entry point ---------------------------------------
+
+def detect_format(path: str) -> str:
+  """'bert_jax', 'hf' or 'tf1', from what is on disk."""
+  if not os.path.exists(path) and not os.path.exists(path + ".index"):
+    raise FileNotFoundError(f"checkpoint not found: {path}")
+  if os.path.isdir(path):
+    if os.path.isdir(os.path.join(path, _NATIVE_PARAMS)):
+      return "bert_jax"
+    if any(os.path.exists(os.path.join(path, n))
+           for n in ("model.safetensors", "pytorch_model.bin")):
+      return "hf"
+    if glob.glob(os.path.join(path, "*.ckpt*.index")):
+      return "tf1"
+  elif path.endswith((".safetensors", ".bin")):
+    return "hf"
+  elif path.endswith(".index") or os.path.exists(path + ".index"):
+    return "tf1"
+  raise ValueError(f"{path}: not a recognised checkpoint (expected a "
+                   "bert_jax model directory, a Hugging Face directory with "
+                   "model.safetensors/pytorch_model.bin, or a TF1 "
+                   "bert_model.ckpt)")
+
+
+def find_vocab(path: str) -> str | None:
+  directory = path if os.path.isdir(path) else os.path.dirname(path)
+  for name in ("vocab.txt", "spm.model", "sentencepiece.model"):
+    candidate = os.path.join(directory, name)
+    if os.path.exists(candidate):
+      return candidate
+  return None
+
+
+def load_pretrained(path: str, fmt: str | None = None, seed: int = 0,
+                    **config_overrides: Any
+                    ) -> tuple[BertConfig, Params, ImportReport]:
+  """Any of the three formats -> (config, BertForPreTraining params, report).
+
+  For an encoder alone, use `params['bert']` with a BertModel.
+  """
+  fmt = fmt or detect_format(path)
+  if fmt == "hf":
+    return import_hf(path, seed, **config_overrides)
+  if fmt == "tf1":
+    return import_tf1(path, seed, **config_overrides)
+  if fmt == "bert_jax":
+    return load_bert_jax(path, **config_overrides)
+  raise ValueError(f"unknown checkpoint format {fmt!r}; expected one of "
+                   f"{FORMATS}")
+
+
+def convert(src: str, dst: str, from_fmt: str, to_fmt: str) -> ImportReport:
+  cfg, params, report = load_pretrained(src, from_fmt)
+  vocab = find_vocab(src if from_fmt != "tf1" else _tf1_prefix(src))
+  if to_fmt == "bert_jax":
+    save_bert_jax(cfg, params, vocab, dst)
+  elif to_fmt == "hf":
+    export_hf(cfg, params, vocab, dst)
+  else:
+    raise ValueError(f"--to={to_fmt!r}: expected bert_jax or hf")
+  return report
+
+
+def main(argv: Sequence[str]) -> None:
+  from absl import app  # pylint: disable=g-import-not-at-top
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  if len(argv) != 3:
+    raise app.UsageError("usage: python -m bert_jax.convert "
+                         "--from={hf,tf1,bert_jax} --to={bert_jax,hf} SRC DST")
+  report = convert(argv[1], argv[2], flags.FLAGS["from"].value,
+                   flags.FLAGS.to)
+  print(report)
+  print(f"wrote {flags.FLAGS.to} checkpoint to {argv[2]}")
+
+
+def _define_flags() -> None:
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  flags.DEFINE_enum("from", None, list(FORMATS), "Source format.")
+  flags.DEFINE_enum("to", None, ["bert_jax", "hf"], "Destination format.")
+  flags.mark_flags_as_required(["from", "to"])
+
+
+if __name__ == "__main__":
+  from absl import app as _app  # pylint: disable=g-import-not-at-top
+  _define_flags()
+  _app.run(main)

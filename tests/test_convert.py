@@ -1,0 +1,237 @@
+"""Checkpoint import/export, checked against transformers on real weights."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from bert_jax import convert
+from bert_jax import heads
+from bert_jax import model as model_lib
+from tests import minilm
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+
+def _ours_encoder(cfg, params, batch):
+  cfg = cfg.replace(hidden_dropout_prob=0.0, attention_dropout_prob=0.0)
+  graphdef, state = nnx.split(model_lib.BertModel(cfg, rngs=nnx.Rngs(0)))
+  nnx.replace_by_pure_dict(state, params["bert"])
+  out = nnx.merge(graphdef, state)(batch["input_ids"], batch["segment_ids"],
+                                   batch["input_mask"])
+  return np.asarray(out.sequence_output), np.asarray(out.pooled_output)
+
+
+def _hf_encoder(path, batch, **kw):
+  model = transformers.BertModel.from_pretrained(path, **kw).eval()
+  with torch.no_grad():
+    out = model(input_ids=torch.from_numpy(batch["input_ids"]).long(),
+                token_type_ids=torch.from_numpy(batch["segment_ids"]).long(),
+                attention_mask=torch.from_numpy(batch["input_mask"]).long())
+  return out.last_hidden_state.numpy(), out.pooler_output.numpy()
+
+
+def _assert_outputs_close(ours, ref, mask, atol=1e-5):
+  seq, pooled = ours
+  ref_seq, ref_pooled = ref
+  keep = mask.astype(bool)
+  # Padded positions attend like real ones but carry no meaning; the
+  # encoder outputs that matter are the real positions and the pooler.
+  assert np.abs(seq[keep] - ref_seq[keep]).max() <= atol
+  assert np.abs(pooled - ref_pooled).max() <= atol
+
+
+def test_hf_import_matches_transformers():
+  batch = minilm.hf_batch()
+  assert batch["input_mask"].min() == 0  # really padded
+  assert batch["segment_ids"].max() == 1  # really has pairs
+  cfg, params, report = convert.import_hf(minilm.model_path())
+  assert cfg.num_layers == 6 and cfg.hidden_size == 384
+  assert cfg.hidden_act == "gelu"
+  assert sorted(report.fresh_heads) == ["mlm", "nsp"]
+  _assert_outputs_close(_ours_encoder(cfg, params, batch),
+                        _hf_encoder(minilm.model_path(), batch),
+                        batch["input_mask"])
+
+
+def _tf1_name(hf_name):
+  """Google's TF1 variable name for a transformers key (written by hand)."""
+  name = hf_name
+  name = re.sub(r"layer\.(\d+)\.", r"layer_\1.", name)
+  name = name.replace("attention.self.", "attention/self/")
+  name = name.replace(".LayerNorm.weight", "/LayerNorm/gamma")
+  name = name.replace(".LayerNorm.bias", "/LayerNorm/beta")
+  name = name.replace("cls.predictions.bias", "cls/predictions/output_bias")
+  name = name.replace("cls.seq_relationship.weight",
+                      "cls/seq_relationship/output_weights")
+  name = name.replace("cls.seq_relationship.bias",
+                      "cls/seq_relationship/output_bias")
+  if name.endswith("_embeddings.weight"):
+    name = name[:-len(".weight")]
+  name = name.replace(".weight", "/kernel").replace(".bias", "/bias")
+  return name.replace(".", "/")
+
+
+def _write_tf1_checkpoint(directory, hf_state, config):
+  tf = pytest.importorskip("tensorflow")
+  os.makedirs(directory, exist_ok=True)
+  graph = tf.Graph()
+  with graph.as_default():
+    for key, value in hf_state.items():
+      if key in ("embeddings.position_ids",):
+        continue
+      key = key if key.startswith(("bert.", "cls.")) else f"bert.{key}"
+      value = value.numpy()
+      name = _tf1_name(key)
+      # TF1 dense kernels are [in, out]; torch Linear weights are [out, in].
+      if name.endswith("/kernel"):
+        value = value.T
+      tf.compat.v1.Variable(value, name=name)
+    tf.compat.v1.Variable(7, name="global_step", dtype=tf.int64)
+    saver = tf.compat.v1.train.Saver()
+    with tf.compat.v1.Session() as sess:
+      sess.run(tf.compat.v1.global_variables_initializer())
+      saver.save(sess, os.path.join(directory, "bert_model.ckpt"))
+  with open(os.path.join(directory, "bert_config.json"), "w") as f:
+    json.dump(config, f)
+
+
+def test_tf1_checkpoint_written_by_tensorflow_imports(tmp_path):
+  path = minilm.model_path()
+  hf = transformers.BertForPreTraining.from_pretrained(path).eval()
+  state = {k: v for k, v in hf.state_dict().items()
+           if "decoder" not in k}
+  with open(os.path.join(path, "config.json")) as f:
+    config = json.load(f)
+  ckpt = str(tmp_path / "tf1")
+  _write_tf1_checkpoint(ckpt, state, config)
+  cfg, params, report = convert.load_pretrained(ckpt)
+  assert report.fmt == "tf1" and report.fresh_heads == []
+  assert "global_step" in report.ignored
+  # TF1's gelu is the tanh approximation: compare with transformers told so.
+  assert cfg.hidden_act == "gelu_tanh"
+  batch = minilm.hf_batch()
+  _assert_outputs_close(_ours_encoder(cfg, params, batch),
+                        _hf_encoder(path, batch, hidden_act="gelu_new"),
+                        batch["input_mask"])
+  # The heads came through too (HF's cls.* under TF1 names).
+  np.testing.assert_array_equal(
+      params["nsp"]["kernel"], hf.cls.seq_relationship.weight.detach().numpy().T)
+
+
+def _ours_pretraining_logits(cfg, params, batch):
+  cfg = cfg.replace(hidden_dropout_prob=0.0, attention_dropout_prob=0.0)
+  graphdef, state = nnx.split(heads.BertForPreTraining(cfg, rngs=nnx.Rngs(0)))
+  nnx.replace_by_pure_dict(state, params)
+  b, length = batch["input_ids"].shape
+  positions = np.tile(np.arange(length, dtype=np.int32), (b, 1))
+  out = nnx.merge(graphdef, state)(
+      batch["input_ids"], batch["segment_ids"], batch["input_mask"],
+      jnp.asarray(positions))
+  return np.asarray(out.mlm_logits), np.asarray(out.nsp_logits)
+
+
+def test_export_to_hf_with_heads_loads_cleanly_and_matches(tmp_path):
+  cfg, params, _ = convert.import_hf(minilm.model_path(), seed=3)
+  # Make the fresh heads non-trivial, so a mix-up would show.
+  rng = np.random.default_rng(0)
+  params["mlm"]["output_bias"] = rng.normal(
+      size=params["mlm"]["output_bias"].shape).astype(np.float32)
+  params["nsp"]["bias"] = np.array([0.3, -0.2], np.float32)
+  out = str(tmp_path / "hf")
+  convert.export_hf(cfg, params, os.path.join(minilm.model_path(),
+                                              "vocab.txt"), out)
+  model, info = transformers.BertForPreTraining.from_pretrained(
+      out, output_loading_info=True)
+  assert not info["missing_keys"] and not info["unexpected_keys"]
+  assert not info["mismatched_keys"]
+  batch = minilm.hf_batch()
+  with torch.no_grad():
+    ref = model.eval()(
+        input_ids=torch.from_numpy(batch["input_ids"]).long(),
+        token_type_ids=torch.from_numpy(batch["segment_ids"]).long(),
+        attention_mask=torch.from_numpy(batch["input_mask"]).long())
+  mlm, nsp = _ours_pretraining_logits(cfg, params, batch)
+  keep = batch["input_mask"].astype(bool)
+  ref_mlm = ref.prediction_logits.numpy()
+  scale = np.abs(ref_mlm[keep]).max()
+  assert np.abs(mlm[keep] - ref_mlm[keep]).max() <= 1e-5 * max(scale, 1.0)
+  assert np.abs(nsp - ref.seq_relationship_logits.numpy()).max() <= 1e-5
+  # And back: HF -> ours is the identity on every tensor.
+  _, again, report = convert.import_hf(out)
+  assert report.fresh_heads == []
+  flat, flat_again = convert._flatten(params), convert._flatten(again)
+  assert flat.keys() == flat_again.keys()
+  for k in flat:
+    np.testing.assert_array_equal(flat[k], flat_again[k], err_msg=k)
+
+
+def test_native_orbax_round_trip_is_bitwise(tmp_path):
+  cfg, params, _ = convert.import_hf(minilm.model_path())
+  out = str(tmp_path / "native")
+  convert.save_bert_jax(cfg, params, None, out)
+  assert convert.detect_format(out) == "bert_jax"
+  cfg2, params2, report = convert.load_pretrained(out)
+  assert cfg2 == cfg and report.fresh_heads == []
+  flat, flat2 = convert._flatten(params), convert._flatten(params2)
+  assert flat.keys() == flat2.keys()
+  for k in flat:
+    np.testing.assert_array_equal(flat[k], flat2[k], err_msg=k)
+  with pytest.raises(FileExistsError, match="refusing to overwrite"):
+    convert.save_bert_jax(cfg, params, None, out)
+
+
+def test_mismatches_are_listed_in_one_error(tmp_path):
+  from safetensors.numpy import load_file, save_file
+  src = minilm.model_path()
+  tensors = load_file(os.path.join(src, "model.safetensors"))
+  del tensors["encoder.layer.3.output.dense.bias"]
+  tensors["encoder.layer.0.attention.self.query.weight"] = np.zeros(
+      (384, 380), np.float32)
+  tensors["encoder.extra.weight"] = np.zeros(3, np.float32)
+  bad = tmp_path / "bad"
+  bad.mkdir()
+  save_file(tensors, str(bad / "model.safetensors"))
+  with open(os.path.join(src, "config.json")) as f:
+    (bad / "config.json").write_text(f.read())
+  with pytest.raises(ValueError) as e:
+    convert.import_hf(str(bad))
+  msg = str(e.value)
+  assert "3 problems" in msg
+  assert "missing: bert.encoder.layer.3.output.dense.bias" in msg
+  assert "unexpected: bert.encoder.extra.weight" in msg
+  assert "mis-shaped: bert.encoder.layer.0.attention.self.query.weight" in msg
+
+
+def test_detect_format_errors(tmp_path):
+  with pytest.raises(FileNotFoundError, match="checkpoint not found"):
+    convert.detect_format(str(tmp_path / "nothing"))
+  with pytest.raises(ValueError, match="not a recognised checkpoint"):
+    convert.detect_format(str(tmp_path))
+
+
+def test_cli_round_trip(tmp_path):
+  native, hf = str(tmp_path / "native"), str(tmp_path / "hf")
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  for args in (["--from=hf", "--to=bert_jax", minilm.model_path(), native],
+               ["--from=bert_jax", "--to=hf", native, hf]):
+    res = subprocess.run([sys.executable, "-m", "bert_jax.convert", *args],
+                         capture_output=True, text=True, env=env, check=False)
+    assert res.returncode == 0, res.stderr[-2000:]
+  assert os.path.exists(os.path.join(hf, "vocab.txt"))
+  batch = minilm.hf_batch()
+  _assert_outputs_close(_hf_encoder(hf, batch),
+                        _hf_encoder(minilm.model_path(), batch),
+                        batch["input_mask"])
+  res = subprocess.run([sys.executable, "-m", "bert_jax.convert",
+                        "--from=hf", "--to=bert_jax", str(tmp_path / "no"),
+                        str(tmp_path / "out")], capture_output=True,
+                       text=True, env=env, check=False)
+  assert res.returncode != 0 and "no model.safetensors" in res.stderr
