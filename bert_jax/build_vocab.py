@@ -26,18 +26,6 @@ from absl import logging
 
 from bert_jax import tokenization
 
-_INPUT = flags.DEFINE_string("input_file", None,
-                             "Comma-separated globs of text files.")
-_VOCAB_SIZE = flags.DEFINE_integer("vocab_size", 30522,
-                                   "Size of the vocabulary to train.")
-_MODEL = flags.DEFINE_enum("model", "wordpiece",
-                           ["wordpiece", "sentencepiece"], "Vocabulary kind.")
-_OUTPUT = flags.DEFINE_string(
-    "output", None, "vocab.txt path (wordpiece) or model prefix "
-    "(sentencepiece: writes PREFIX.model and PREFIX.vocab).")
-_LOWER = flags.DEFINE_boolean("do_lower_case", True, "Lower-case the text.")
-
-
 def expand_inputs(patterns: str) -> list[str]:
   """Files matching comma-separated globs; a clear error if none match."""
   files = []
@@ -117,23 +105,36 @@ def train_sentencepiece(files: Sequence[str], vocab_size: int, prefix: str,
       model_file=prefix + ".model").get_piece_size()
 
 
+def define_flags() -> None:
+  """CLI flags; defined only when run as a program (no import side effects)."""
+  flags.DEFINE_string("input_file", None, "Comma-separated globs of text files.")
+  flags.DEFINE_integer("vocab_size", 30522, "Size of the vocabulary to train.")
+  flags.DEFINE_enum("model", "wordpiece", ["wordpiece", "sentencepiece"],
+                    "Vocabulary kind.")
+  flags.DEFINE_string(
+      "output", None, "vocab.txt path (wordpiece) or model prefix "
+      "(sentencepiece: writes PREFIX.model and PREFIX.vocab).")
+  flags.DEFINE_boolean("do_lower_case", True, "Lower-case the text.")
+
+
 def main(argv: Sequence[str]) -> None:
   del argv
-  if not _INPUT.value:
+  f = flags.FLAGS
+  if not f.input_file:
     raise app.UsageError("--input_file is required")
-  if not _OUTPUT.value:
+  if not f.output:
     raise app.UsageError("--output is required")
-  if _VOCAB_SIZE.value <= len(tokenization.SPECIAL_TOKENS):
-    raise app.UsageError(f"--vocab_size={_VOCAB_SIZE.value} must exceed the "
+  if f.vocab_size <= len(tokenization.SPECIAL_TOKENS):
+    raise app.UsageError(f"--vocab_size={f.vocab_size} must exceed the "
                          f"{len(tokenization.SPECIAL_TOKENS)} special tokens")
-  files = expand_inputs(_INPUT.value)
-  train = (train_wordpiece if _MODEL.value == "wordpiece"
-           else train_sentencepiece)
-  size = train(files, _VOCAB_SIZE.value, _OUTPUT.value, _LOWER.value)
-  logging.info("wrote a %s vocabulary of %d entries to %s", _MODEL.value,
-               size, _OUTPUT.value)
-  print(f"{_MODEL.value} vocabulary: {size} entries -> {_OUTPUT.value}")
+  files = expand_inputs(f.input_file)
+  train = train_wordpiece if f.model == "wordpiece" else train_sentencepiece
+  size = train(files, f.vocab_size, f.output, f.do_lower_case)
+  logging.info("wrote a %s vocabulary of %d entries to %s", f.model, size,
+               f.output)
+  print(f"{f.model} vocabulary: {size} entries -> {f.output}")
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

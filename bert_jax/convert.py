@@ -527,7 +527,7 @@ def main(argv: Sequence[str]) -> None:
   print(f"wrote {flags.FLAGS.to} checkpoint to {argv[2]}")
 
 
-def _define_flags() -> None:
+def define_flags() -> None:
   from absl import flags  # pylint: disable=g-import-not-at-top
   flags.DEFINE_enum("from", None, list(FORMATS), "Source format.")
   flags.DEFINE_enum("to", None, ["bert_jax", "hf"], "Destination format.")
@@ -536,5 +536,5 @@ def _define_flags() -> None:
 
 if __name__ == "__main__":
   from absl import app as _app  # pylint: disable=g-import-not-at-top
-  _define_flags()
+  define_flags()
   _app.run(main)

@@ -27,21 +27,6 @@ from absl import app
 from absl import flags
 from absl import logging
 
-_CHECKPOINT = flags.DEFINE_string("checkpoint", None,
-                                  "bert_jax, Hugging Face or TF1 checkpoint.")
-_INPUT = flags.DEFINE_string("input_file", None, "One text per line.")
-_OUTPUT = flags.DEFINE_string("output_file", None, "JSON lines to write.")
-_LAYERS = flags.DEFINE_string("layers", "-1,-2,-3,-4",
-                              "Comma-separated encoder layer indexes.")
-_MAX_SEQ = flags.DEFINE_integer("max_seq_length", 128,
-                                "Tokens per sequence, [CLS]/[SEP] included.")
-_BATCH = flags.DEFINE_integer("batch_size", 32, "Sequences per forward pass.")
-_VOCAB = flags.DEFINE_string("vocab_file", None,
-                             "Vocab (default: the one beside the checkpoint).")
-_LOWER = flags.DEFINE_boolean("do_lower_case", True, "Lower-case the input.")
-_DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"],
-                           "Compute dtype.")
-
 PAIR_SEPARATOR = " ||| "
 
 
@@ -186,15 +171,35 @@ def run(checkpoint: str, input_file: str, output_file: str,
   return count
 
 
+def define_flags() -> None:
+  """CLI flags; defined only when run as a program (no import side effects)."""
+  flags.DEFINE_string("checkpoint", None,
+                      "bert_jax, Hugging Face or TF1 checkpoint.")
+  flags.DEFINE_string("input_file", None, "One text per line.")
+  flags.DEFINE_string("output_file", None, "JSON lines to write.")
+  flags.DEFINE_string("layers", "-1,-2,-3,-4",
+                      "Comma-separated encoder layer indexes.")
+  flags.DEFINE_integer("max_seq_length", 128,
+                       "Tokens per sequence, [CLS]/[SEP] included.")
+  flags.DEFINE_integer("batch_size", 32, "Sequences per forward pass.")
+  flags.DEFINE_string("vocab_file", None,
+                      "Vocab (default: the one beside the checkpoint).")
+  flags.DEFINE_boolean("do_lower_case", True, "Lower-case the input.")
+  flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"],
+                    "Compute dtype.")
+
+
 def main(argv: Sequence[str]) -> None:
   del argv
-  for flag in (_CHECKPOINT, _INPUT, _OUTPUT):
-    if not flag.value:
-      raise app.UsageError(f"--{flag.name} is required")
-  run(_CHECKPOINT.value, _INPUT.value, _OUTPUT.value, layers=_LAYERS.value,
-      max_seq_length=_MAX_SEQ.value, batch_size=_BATCH.value,
-      vocab_file=_VOCAB.value, do_lower_case=_LOWER.value, dtype=_DTYPE.value)
+  f = flags.FLAGS
+  for name in ("checkpoint", "input_file", "output_file"):
+    if not f[name].value:
+      raise app.UsageError(f"--{name} is required")
+  run(f.checkpoint, f.input_file, f.output_file, layers=f.layers,
+      max_seq_length=f.max_seq_length, batch_size=f.batch_size,
+      vocab_file=f.vocab_file, do_lower_case=f.do_lower_case, dtype=f.dtype)
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)
