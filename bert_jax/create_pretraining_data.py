@@ -1,0 +1,306 @@
+"""Creates pre-training shards from text (the original script, streaming).
+
+    python -m bert_jax.create_pretraining_data \
+        --input_file='data/corpus/*.txt.gz' --output_dir=/tmp/pretrain \
+        --vocab_file=data/vocab/bert-base-uncased-vocab.txt --do_lower_case \
+        --max_seq_length=128 --max_predictions_per_seq=20 \
+        --masked_lm_prob=0.15 --dupe_factor=10 --short_seq_prob=0.1 \
+        --random_seed=12345 [--do_whole_word_mask] [--objective=mlm_nsp]
+        [--mask_ratios=0.8,0.1,0.1] [--format=array_record] [--num_workers=2]
+
+The main process streams documents (see `bert_jax.sources`) into groups;
+worker processes tokenise each group, create its instances (see
+`bert_jax.pretraining_data`) and serialise them; the main process deals them
+round-robin into `NAME-0000k-of-000NN.<format>` shards. Every shard is
+written under a temporary name and renamed when complete; `manifest.json`
+(counts, options, sha256 of every shard, the skip/repair summary) is written
+last. Output depends on the seed, the inputs and `group_sentences`, not on
+`num_workers`. With `--eval_fraction`, a deterministic share of documents
+goes to separate `eval-*` shards (one masking pass), for held-out metrics.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import multiprocessing
+import os
+import random
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from absl import app
+from absl import flags
+from absl import logging
+
+from bert_jax import masking
+from bert_jax import pretraining_data
+from bert_jax import records
+from bert_jax import sources
+from bert_jax import tokenization
+
+MANIFEST = "manifest.json"
+
+_TOKENIZERS: dict[tuple[str, bool], Any] = {}
+
+
+def _tokenizer(vocab_file: str, do_lower_case: bool):
+  key = (vocab_file, do_lower_case)
+  if key not in _TOKENIZERS:
+    _TOKENIZERS[key] = tokenization.create_tokenizer(vocab_file,
+                                                     do_lower_case)
+  return _TOKENIZERS[key]
+
+
+def _process_group(task: tuple) -> tuple[list[bytes], dict[str, int]]:
+  """Worker: documents -> serialized instances (+ counts)."""
+  docs, opts, vocab_file, do_lower_case, seed, dupe_factor = task
+  tok = _tokenizer(vocab_file, do_lower_case)
+  vocab = pretraining_data.VocabInfo.from_tokenizer(tok)
+  token_docs = pretraining_data.tokenize_documents(docs, tok)
+  instances = pretraining_data.create_instances(
+      token_docs, opts, vocab, seed, dupe_factor)
+  counts = {"instances": len(instances), "tokens": 0, "masked": 0,
+            "random_next": 0}
+  out = []
+  for inst in instances:
+    counts["tokens"] += int(inst["input_mask"].sum())
+    if "masked_lm_weights" in inst:
+      counts["masked"] += int(inst["masked_lm_weights"].sum())
+    if "next_sentence_labels" in inst:
+      counts["random_next"] += int(inst["next_sentence_labels"][0])
+    out.append(records.serialize_example(inst))
+  return out, counts
+
+
+def _groups(docs: Iterator[list[str]], group_sentences: int
+            ) -> Iterator[list[list[str]]]:
+  group, n = [], 0
+  for doc in docs:
+    group.append(doc)
+    n += len(doc)
+    if n >= group_sentences:
+      yield group
+      group, n = [], 0
+  if group:
+    yield group
+
+
+def _sha256(path: str) -> str:
+  h = hashlib.sha256()
+  with open(path, "rb") as f:
+    for block in iter(lambda: f.read(1 << 20), b""):
+      h.update(block)
+  return h.hexdigest()
+
+
+def _write_split(groups: Iterator[list[list[str]]], split: str,
+                 num_shards: int, output_dir: str, fmt: str,
+                 opts: pretraining_data.DataOptions, vocab_file: str,
+                 do_lower_case: bool, seed: int, dupe_factor: int,
+                 pool) -> dict[str, Any]:
+  """Writes one split's shards; returns its manifest section."""
+  paths = [os.path.join(output_dir, records.shard_filename(
+      split, i, num_shards, fmt)) for i in range(num_shards)]
+  counts = {"instances": 0, "tokens": 0, "masked": 0, "random_next": 0}
+  per_shard = [0] * num_shards
+  tasks = ((g, opts, vocab_file, do_lower_case,
+            # Each group's randomness depends on (seed, split, index) only.
+            int.from_bytes(hashlib.sha256(
+                f"{seed}/{split}/{k}".encode()).digest()[:8], "little"),
+            dupe_factor) for k, g in enumerate(groups))
+  results = (pool.imap(_process_group, tasks) if pool is not None
+             else map(_process_group, tasks))
+  start = time.time()
+  k = 0
+  with contextlib.ExitStack() as stack:
+    writers = [stack.enter_context(records.RecordWriter(p, fmt))
+               for p in paths]
+    for serialized, c in results:
+      for rec in serialized:
+        writers[k % num_shards].write(rec)
+        per_shard[k % num_shards] += 1
+        k += 1
+      for key in counts:
+        counts[key] += c[key]
+      elapsed = time.time() - start
+      logging.info("%s: %d instances (%.0f/s)", split, counts["instances"],
+                   counts["instances"] / max(elapsed, 1e-9))
+    if counts["instances"] == 0:
+      raise ValueError(f"no {split} instances could be made: the input has "
+                       "no usable text")
+  return {
+      "shards": [{"file": os.path.basename(p), "records": n,
+                  "sha256": _sha256(p)} for p, n in zip(paths, per_shard)],
+      **counts,
+  }
+
+
+def create_pretraining_data(
+    input_file: str, output_dir: str, vocab_file: str,
+    do_lower_case: bool = True, *, opts: pretraining_data.DataOptions,
+    random_seed: int = 12345, fmt: str = "array_record",
+    num_workers: int = 1, num_shards: int = 4, eval_fraction: float = 0.0,
+    input_format: str = "auto", tfds_data_dir: str | None = None,
+    group_sentences: int = 5000, name: str = "train") -> dict[str, Any]:
+  """Makes the shards and the manifest; returns the manifest."""
+  if fmt not in ("array_record", "tfrecord"):
+    raise ValueError(f"--format={fmt!r}: expected array_record or tfrecord")
+  if not 0 <= eval_fraction < 1:
+    raise ValueError(f"--eval_fraction={eval_fraction}: must be in [0, 1)")
+  if num_shards < 1 or num_workers < 1:
+    raise ValueError("--num_shards and --num_workers must be >= 1")
+  tok = _tokenizer(vocab_file, do_lower_case)  # a bad vocab fails here
+  inputs = sources.expand_inputs(input_file)
+  if os.path.exists(os.path.join(output_dir, MANIFEST)):
+    raise FileExistsError(f"{output_dir} already holds {MANIFEST}; choose "
+                          "another --output_dir (nothing was overwritten)")
+  os.makedirs(output_dir, exist_ok=True)
+  if not os.access(output_dir, os.W_OK):
+    raise PermissionError(f"--output_dir={output_dir} is not writable")
+
+  stats = sources.SourceStats()
+  split_rng = random.Random(f"{random_seed}/eval-split")
+  eval_docs: list[list[str]] = []
+
+  def route() -> Iterator[tuple[str, list[str]]]:
+    for doc in sources.iter_all_documents(inputs, stats, input_format,
+                                          tfds_data_dir):
+      yield ("eval" if split_rng.random() < eval_fraction else "train"), doc
+
+  # The eval share is small: collect it while streaming the train split.
+  def train_stream() -> Iterator[list[str]]:
+    for split, doc in route():
+      if split == "eval":
+        eval_docs.append(doc)
+      else:
+        yield doc
+
+  start = time.time()
+  ctx = multiprocessing.get_context("spawn")
+  manifest: dict[str, Any] = {}
+  with (ctx.Pool(num_workers) if num_workers > 1
+        else contextlib.nullcontext()) as pool:
+    manifest[name] = _write_split(
+        _groups(train_stream(), group_sentences), name, num_shards,
+        output_dir, fmt, opts, vocab_file, do_lower_case, random_seed,
+        opts.dupe_factor, pool)
+    if eval_fraction > 0:
+      if not eval_docs:
+        raise ValueError(f"--eval_fraction={eval_fraction} selected no "
+                         "documents; raise it or add documents")
+      manifest["eval"] = _write_split(
+          _groups(iter(eval_docs), group_sentences), "eval", 1, output_dir,
+          fmt, opts, vocab_file, do_lower_case, random_seed, 1, pool)
+  elapsed = time.time() - start
+  vocab = pretraining_data.VocabInfo.from_tokenizer(tok)
+  manifest.update({
+      "format": fmt,
+      "options": {
+          "objective": opts.objective,
+          "max_seq_length": opts.max_seq_length,
+          "max_predictions_per_seq": opts.max_predictions_per_seq,
+          "masked_lm_prob": opts.masked_lm_prob,
+          "short_seq_prob": opts.short_seq_prob,
+          "dupe_factor": opts.dupe_factor,
+          "mask_ratios": list(opts.mask_ratios),
+          "do_whole_word_mask": opts.whole_word_mask,
+          "masking": ("none" if opts.objective == "ltr" else
+                      "dynamic" if opts.dynamic_masking else "static"),
+          "random_seed": random_seed,
+          "do_lower_case": do_lower_case,
+          "group_sentences": group_sentences,
+          "eval_fraction": eval_fraction,
+      },
+      "vocab": {"file": os.path.abspath(vocab_file),
+                "sha256": _sha256(vocab_file), "size": vocab.vocab_size,
+                "cls_id": vocab.cls_id, "sep_id": vocab.sep_id,
+                "mask_id": vocab.mask_id, "pad_id": vocab.pad_id},
+      "inputs": inputs,
+      "source_stats": stats.as_dict(),
+      "seconds": round(elapsed, 2),
+  })
+  tmp = os.path.join(output_dir, MANIFEST + ".incomplete")
+  with open(tmp, "w") as f:
+    json.dump(manifest, f, indent=1)
+  os.replace(tmp, os.path.join(output_dir, MANIFEST))
+  return manifest
+
+
+def parse_mask_ratios(spec: str) -> tuple[float, float, float]:
+  try:
+    values = tuple(float(x) for x in spec.split(","))
+  except ValueError as e:
+    raise ValueError(f"--mask_ratios={spec!r}: expected three numbers "
+                     "MASK,SAME,RND") from e
+  return masking.check_mask_ratios(values)
+
+
+def define_flags() -> None:
+  """CLI flags; defined only when run as a program (no import side effects)."""
+  d = flags
+  d.DEFINE_string("input_file", None, "Comma-separated globs, or tfds:NAME.")
+  d.DEFINE_string("output_dir", None, "Directory for shards + manifest.")
+  d.DEFINE_string("vocab_file", None, "vocab.txt or a sentencepiece .model.")
+  d.DEFINE_boolean("do_lower_case", True, "Lower-case the input.")
+  d.DEFINE_integer("max_seq_length", 128, "Tokens per instance.")
+  d.DEFINE_integer("max_predictions_per_seq", 20, "Masked LM predictions.")
+  d.DEFINE_float("masked_lm_prob", 0.15, "Fraction of tokens masked.")
+  d.DEFINE_integer("dupe_factor", 10, "Passes over the data (new masks).")
+  d.DEFINE_float("short_seq_prob", 0.1, "Probability of a shorter target.")
+  d.DEFINE_integer("random_seed", 12345, "Seed.")
+  d.DEFINE_boolean("do_whole_word_mask", False, "Mask whole words.")
+  d.DEFINE_enum("objective", "mlm_nsp", list(pretraining_data.OBJECTIVES),
+                "mlm_nsp (BERT), mlm (No NSP) or ltr (left-to-right).")
+  d.DEFINE_string("mask_ratios", "0.8,0.1,0.1",
+                  "MASK,SAME,RND probabilities (the paper's Table 8).")
+  d.DEFINE_boolean("dynamic_masking", False,
+                   "Store unmasked; mask in the input pipeline.")
+  d.DEFINE_enum("format", "array_record", ["array_record", "tfrecord"],
+                "Shard format.")
+  d.DEFINE_integer("num_workers", 1, "Worker processes.")
+  d.DEFINE_integer("num_shards", 4, "Output shards.")
+  d.DEFINE_float("eval_fraction", 0.0, "Share of documents held out.")
+  d.DEFINE_enum("input_format", "auto", list(sources.FORMATS),
+                "How to read the inputs (auto: by file name).")
+  d.DEFINE_string("tfds_data_dir", None, "data_dir of tfds: inputs.")
+  d.DEFINE_integer("group_sentences", 5000,
+                   "Sentences per work unit (the random-next pool).")
+
+
+def main(argv: Sequence[str]) -> None:
+  del argv
+  f = flags.FLAGS
+  for name in ("input_file", "output_dir", "vocab_file"):
+    if not f[name].value:
+      raise app.UsageError(f"--{name} is required")
+  opts = pretraining_data.DataOptions(
+      max_seq_length=f.max_seq_length,
+      max_predictions_per_seq=f.max_predictions_per_seq,
+      masked_lm_prob=f.masked_lm_prob, short_seq_prob=f.short_seq_prob,
+      dupe_factor=f.dupe_factor, objective=f.objective,
+      mask_ratios=parse_mask_ratios(f.mask_ratios),
+      whole_word_mask=f.do_whole_word_mask,
+      dynamic_masking=f.dynamic_masking)
+  m = create_pretraining_data(
+      f.input_file, f.output_dir, f.vocab_file, f.do_lower_case, opts=opts,
+      random_seed=f.random_seed, fmt=f.format, num_workers=f.num_workers,
+      num_shards=f.num_shards, eval_fraction=f.eval_fraction,
+      input_format=f.input_format, tfds_data_dir=f.tfds_data_dir,
+      group_sentences=f.group_sentences)
+  s = m["source_stats"]
+  print(f"{m['train']['instances']} instances in "
+        f"{len(m['train']['shards'])} shards"
+        + (f", {m['eval']['instances']} eval instances" if "eval" in m
+           else "")
+        + f" from {s['documents']} documents in {m['seconds']} s; "
+        f"repaired lines {s['repaired_lines']}, skipped: binary files "
+        f"{s['skipped_binary_files']}, long lines {s['skipped_long_lines']}, "
+        f"empty documents {s['skipped_empty_documents']}")
+
+
+if __name__ == "__main__":
+  define_flags()
+  app.run(main)

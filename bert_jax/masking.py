@@ -1,0 +1,120 @@
+"""Masked-LM predictions, as TF1 `create_masked_lm_predictions` makes them.
+
+Used twice: by `create_pretraining_data` for static masking (each of the
+dupe_factor passes draws new masks) and by the input pipeline for dynamic
+masking (a new mask every time an example is read).
+
+The rule: never [CLS]/[SEP]/[PAD]; num_to_predict = min(max_predictions,
+max(1, round(num_tokens * masked_lm_prob))) with num_tokens counting
+[CLS]/[SEP]; candidates (single tokens, or whole words: a word and its
+continuation pieces) are taken in random order, skipping a word that would
+overflow num_to_predict; each chosen token becomes [MASK], stays the same or
+becomes a uniformly random vocabulary id with probabilities `mask_ratios`
+(MASK, SAME, RND: the paper's Table 8 order; 0.8/0.1/0.1 by default).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+
+DEFAULT_MASK_RATIOS = (0.8, 0.1, 0.1)
+
+
+def check_mask_ratios(ratios: Sequence[float]) -> tuple[float, float, float]:
+  ratios = tuple(float(r) for r in ratios)
+  if len(ratios) != 3 or any(r < 0 for r in ratios) or abs(
+      sum(ratios) - 1.0) > 1e-6:
+    raise ValueError(f"mask_ratios={ratios}: expected three non-negative "
+                     "probabilities (MASK, SAME, RND) summing to 1")
+  return ratios  # type: ignore[return-value]
+
+
+def num_to_predict(num_tokens: int, masked_lm_prob: float,
+                   max_predictions_per_seq: int) -> int:
+  return min(max_predictions_per_seq,
+             max(1, int(round(num_tokens * masked_lm_prob))))
+
+
+def create_masked_lm_predictions(
+    input_ids: np.ndarray,
+    rng: np.random.Generator,
+    *,
+    special_ids: Iterable[int],
+    vocab_size: int,
+    mask_id: int,
+    masked_lm_prob: float,
+    max_predictions_per_seq: int,
+    mask_ratios: Sequence[float] = DEFAULT_MASK_RATIOS,
+    word_start: np.ndarray | None = None,
+    num_tokens: int | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+  """Masks one sequence.
+
+  Args:
+    input_ids: int [L]; positions >= num_tokens are padding.
+    rng: the randomness (a seeded numpy Generator).
+    special_ids: ids never masked ([CLS], [SEP], [PAD]).
+    vocab_size: random replacements are drawn from [0, vocab_size).
+    mask_id: the [MASK] id.
+    masked_lm_prob: fraction of tokens to predict.
+    max_predictions_per_seq: cap, and the padded length of the outputs.
+    mask_ratios: (MASK, SAME, RND) probabilities.
+    word_start: bool [L], True where a token starts a word; with it, whole
+      words are masked. None: every token is its own word.
+    num_tokens: real tokens (default: the count of non-special-padding up to
+      the last non-zero id).
+
+  Returns:
+    (masked_input_ids [L], masked_lm_positions [P], masked_lm_ids [P],
+     masked_lm_weights [P]) with P = max_predictions_per_seq, int32/float32,
+    positions ascending and zero-padded.
+  """
+  p_mask, p_same, _ = mask_ratios
+  ids = np.asarray(input_ids, np.int32)
+  if num_tokens is None:
+    nonzero = np.flatnonzero(ids)
+    num_tokens = int(nonzero[-1]) + 1 if nonzero.size else 0
+  special = np.isin(ids[:num_tokens], np.fromiter(special_ids, np.int32))
+  candidates = np.flatnonzero(~special)
+  positions = np.zeros(max_predictions_per_seq, np.int32)
+  labels = np.zeros(max_predictions_per_seq, np.int32)
+  weights = np.zeros(max_predictions_per_seq, np.float32)
+  masked = ids.copy()
+  if candidates.size == 0:
+    return masked, positions, labels, weights
+  k = num_to_predict(num_tokens, masked_lm_prob, max_predictions_per_seq)
+
+  if word_start is None:
+    chosen = rng.permutation(candidates)[:k]
+  else:
+    # Group each candidate with the continuation pieces that follow it.
+    starts = np.asarray(word_start[:num_tokens], bool)[candidates]
+    starts[0] = True
+    group_of = np.cumsum(starts) - 1
+    bounds = np.flatnonzero(np.append(starts, True))
+    sizes = np.diff(bounds)
+    picked = []
+    total = 0
+    for g in rng.permutation(len(sizes)):
+      if total >= k:
+        break
+      if total + sizes[g] > k:
+        continue
+      picked.append(g)
+      total += sizes[g]
+    chosen = candidates[np.isin(group_of, picked)]
+
+  chosen = np.sort(chosen)
+  n = chosen.size
+  u = rng.random(n)
+  random_ids = rng.integers(0, vocab_size, n, dtype=np.int32)
+  replacement = np.where(u < p_mask, mask_id,
+                         np.where(u < p_mask + p_same, ids[chosen],
+                                  random_ids))
+  masked[chosen] = replacement
+  positions[:n] = chosen
+  labels[:n] = ids[chosen]
+  weights[:n] = 1.0
+  return masked, positions, labels, weights

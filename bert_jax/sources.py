@@ -1,0 +1,289 @@
+"""Documents for pre-training, streamed from every kind of source.
+
+A document is a list of sentences (strings). Sources:
+- `sentences`: the original format, one sentence per line, a blank line
+  between documents (plain, .gz or .bz2);
+- `raw`: paragraphs, one per line, a blank line between documents; split
+  into sentences by pysbd (rule-based, no downloaded data);
+- `wiki`: a MediaWiki pages-articles XML dump (.xml or .xml.bz2), article
+  pages only, markup reduced to plain text with mwparserfromhell, then split
+  into sentences;
+- `tfds`: a TFDS dataset already prepared on disk, named
+  `tfds:NAME[/CONFIG][:VERSION][:SPLIT]` (e.g. `tfds:wikipedia/20230601.en`),
+  each example's `text` a document.
+
+Bad input never stops a run: undecodable bytes are repaired (and counted),
+binary files and over-long lines are skipped (and counted), empty documents
+are dropped. `SourceStats` carries the counts into the manifest.
+"""
+
+from __future__ import annotations
+
+import bz2
+import dataclasses
+import glob
+import gzip
+import os
+import re
+from collections.abc import Iterator, Sequence
+from typing import IO
+
+from absl import logging
+
+Document = list[str]
+
+FORMATS = ("auto", "sentences", "raw", "wiki", "tfds")
+MAX_LINE_CHARS = 100_000  # a "sentence" longer than this is not text
+
+
+@dataclasses.dataclass
+class SourceStats:
+  files: int = 0
+  documents: int = 0
+  sentences: int = 0
+  repaired_lines: int = 0  # invalid UTF-8, decoded with U+FFFD
+  skipped_binary_files: int = 0
+  skipped_long_lines: int = 0
+  skipped_empty_documents: int = 0
+
+  def add(self, other: "SourceStats") -> None:
+    for f in dataclasses.fields(self):
+      setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+
+  def as_dict(self) -> dict[str, int]:
+    return dataclasses.asdict(self)
+
+
+def expand_inputs(patterns: str) -> list[str]:
+  """Files matching comma-separated globs (tfds: specs pass through)."""
+  files = []
+  for pattern in (p.strip() for p in patterns.split(",")):
+    if not pattern:
+      continue
+    if pattern.startswith("tfds:"):
+      files.append(pattern)
+      continue
+    matched = sorted(glob.glob(pattern))
+    if not matched:
+      raise FileNotFoundError(f"--input_file: no file matches {pattern!r}")
+    files.extend(matched)
+  if not files:
+    raise FileNotFoundError("--input_file: no input given")
+  return files
+
+
+def detect_format(path: str) -> str:
+  if path.startswith("tfds:"):
+    return "tfds"
+  if path.endswith((".xml", ".xml.bz2", ".xml.gz")):
+    return "wiki"
+  return "sentences"
+
+
+def _open_binary(path: str) -> IO[bytes]:
+  if path.endswith(".gz"):
+    return gzip.open(path, "rb")
+  if path.endswith(".bz2"):
+    return bz2.open(path, "rb")
+  return open(path, "rb")
+
+
+def _looks_binary(path: str) -> bool:
+  with _open_binary(path) as f:
+    try:
+      head = f.read(8192)
+    except (OSError, EOFError):
+      return True  # a corrupt archive
+  return b"\x00" in head
+
+
+def iter_lines(path: str, stats: SourceStats) -> Iterator[str]:
+  """Decoded, stripped lines; invalid UTF-8 repaired, huge lines skipped."""
+  with _open_binary(path) as f:
+    for raw in f:
+      if len(raw) > 4 * MAX_LINE_CHARS:
+        stats.skipped_long_lines += 1
+        continue
+      try:
+        line = raw.decode("utf-8")
+      except UnicodeDecodeError:
+        line = raw.decode("utf-8", errors="replace")
+        stats.repaired_lines += 1
+      line = line.strip()
+      if len(line) > MAX_LINE_CHARS:
+        stats.skipped_long_lines += 1
+        continue
+      yield line
+
+
+_SEGMENTER = None
+
+
+def split_sentences(paragraph: str) -> list[str]:
+  """Sentences of a paragraph, by pysbd's rule-based English segmenter."""
+  global _SEGMENTER
+  if _SEGMENTER is None:
+    import pysbd  # pylint: disable=g-import-not-at-top
+    _SEGMENTER = pysbd.Segmenter(language="en", clean=False)
+  return [s.strip() for s in _SEGMENTER.segment(paragraph) if s.strip()]
+
+
+def _documents_from_lines(lines: Iterator[str], raw: bool,
+                          stats: SourceStats) -> Iterator[Document]:
+  doc: Document = []
+  for line in lines:
+    if not line:
+      if doc:
+        yield doc
+      else:
+        stats.skipped_empty_documents += 1
+      doc = []
+      continue
+    doc.extend(split_sentences(line) if raw else [line])
+  if doc:
+    yield doc
+
+
+# -- Wikipedia dumps ---------------------------------------------------------
+
+_HEADING = re.compile(r"^=+.*=+$")
+
+
+def wiki_to_paragraphs(markup: str) -> list[str]:
+  """Plain-text paragraphs of an article's wikitext.
+
+  Templates, tables, references, files/images and categories are dropped;
+  links keep their text; headings and list markers are removed.
+  """
+  import mwparserfromhell  # pylint: disable=g-import-not-at-top
+  code = mwparserfromhell.parse(markup)
+  for node in list(code.filter_templates(recursive=False)):
+    _remove(code, node)
+  for node in list(code.filter_tags(recursive=False)):
+    if str(node.tag).lower() in ("ref", "table", "gallery", "math", "code",
+                                 "pre", "references", "timeline", "div"):
+      _remove(code, node)
+  for node in list(code.filter_wikilinks(recursive=False)):
+    target = str(node.title).strip().lower()
+    if target.startswith(("file:", "image:", "category:", "media:")) or (
+        ":" in target and len(target.split(":")[0]) <= 3):
+      _remove(code, node)  # files, categories and interlanguage links
+  for node in list(code.filter_headings(recursive=False)):
+    _remove(code, node)
+  text = code.strip_code(normalize=True, collapse=True)
+  # Tables written as {| ... |} survive as text when malformed; drop them.
+  text = re.sub(r"\{\|.*?\|\}", " ", text, flags=re.S)
+  paragraphs = []
+  for line in text.split("\n"):
+    line = line.strip().lstrip("*#:;").strip()
+    if len(line) < 20 or _HEADING.match(line) or line.startswith(("{", "|")):
+      continue
+    paragraphs.append(" ".join(line.split()))
+  return paragraphs
+
+
+def _remove(code, node) -> None:
+  try:
+    code.remove(node)
+  except ValueError:
+    pass  # already gone with a parent
+
+
+def _iter_wiki_pages(path: str) -> Iterator[str]:
+  """Wikitext of article pages (namespace 0, not redirects), streamed."""
+  import xml.etree.ElementTree as ET  # pylint: disable=g-import-not-at-top
+  with _open_binary(path) as f:
+    ns = ""
+    for event, elem in ET.iterparse(f, events=("start", "end")):
+      tag = elem.tag
+      if event == "start":
+        if not ns and tag.endswith("mediawiki"):
+          ns = tag[:-len("mediawiki")]
+        continue
+      if tag != f"{ns}page":
+        continue
+      if (elem.findtext(f"{ns}ns") == "0"
+          and elem.find(f"{ns}redirect") is None):
+        text = elem.findtext(f"{ns}revision/{ns}text") or ""
+        if text and not text.lstrip().lower().startswith("#redirect"):
+          yield text
+      elem.clear()
+
+
+# -- TFDS --------------------------------------------------------------------
+
+def _tfds_documents(spec: str, data_dir: str | None,
+                    stats: SourceStats) -> Iterator[Document]:
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  parts = spec[len("tfds:"):].split(":")
+  name, version = parts[0], parts[1] if len(parts) > 1 and parts[1] else None
+  split = parts[2] if len(parts) > 2 else "train"
+  data_dir = data_dir or os.environ.get("TFDS_DATA_DIR") or os.path.expanduser(
+      "~/tensorflow_datasets")
+  base = os.path.join(data_dir, name)
+  if not os.path.isdir(base):
+    raise FileNotFoundError(f"{spec}: no prepared TFDS dataset at {base} "
+                            "(prepare it first; nothing is downloaded here)")
+  if version is None:
+    versions = sorted((d for d in os.listdir(base)
+                       if re.fullmatch(r"\d+\.\d+\.\d+", d)),
+                      key=lambda v: tuple(map(int, v.split("."))))
+    if not versions:
+      raise FileNotFoundError(f"{spec}: no version directory under {base}")
+    version = versions[-1]
+  builder = tfds.builder_from_directory(os.path.join(base, version))
+  ds = builder.as_dataset(split=split, shuffle_files=False)
+  for example in ds.as_numpy_iterator():
+    text = example["text"]
+    text = text.decode("utf-8", errors="replace") if isinstance(
+        text, bytes) else str(text)
+    doc = [s for para in text.split("\n") if para.strip()
+           for s in split_sentences(para.strip())]
+    if doc:
+      yield doc
+    else:
+      stats.skipped_empty_documents += 1
+
+
+# -- the one entry point -----------------------------------------------------
+
+def iter_documents(path: str, stats: SourceStats, input_format: str = "auto",
+                   tfds_data_dir: str | None = None) -> Iterator[Document]:
+  """Streams the documents of one input (file or tfds: spec)."""
+  fmt = detect_format(path) if input_format == "auto" else input_format
+  if fmt not in FORMATS:
+    raise ValueError(f"--input_format={input_format!r}: expected one of "
+                     f"{FORMATS}")
+  stats.files += 1
+  if fmt == "tfds":
+    docs = _tfds_documents(path, tfds_data_dir, stats)
+  else:
+    if not os.path.exists(path):
+      raise FileNotFoundError(f"{path}: no such input file")
+    if _looks_binary(path):
+      logging.warning("%s: looks binary (NUL bytes); skipped", path)
+      stats.skipped_binary_files += 1
+      return
+    if fmt == "wiki":
+      docs = (
+          [s for para in wiki_to_paragraphs(page)
+           for s in split_sentences(para)]
+          for page in _iter_wiki_pages(path))
+    else:
+      docs = _documents_from_lines(iter_lines(path, stats), fmt == "raw",
+                                   stats)
+  for doc in docs:
+    if not doc:
+      stats.skipped_empty_documents += 1
+      continue
+    stats.documents += 1
+    stats.sentences += len(doc)
+    yield doc
+
+
+def iter_all_documents(paths: Sequence[str], stats: SourceStats,
+                       input_format: str = "auto",
+                       tfds_data_dir: str | None = None
+                       ) -> Iterator[Document]:
+  for path in paths:
+    yield from iter_documents(path, stats, input_format, tfds_data_dir)
