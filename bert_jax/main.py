@@ -1,0 +1,59 @@
+"""The pre-training job.
+
+    python -m bert_jax.main --config=configs/pretrain.py:demo --workdir=DIR \
+        [--config.train_batch_size=64 ...]
+
+Multi-host: pass --coordinator_address/--num_processes/--process_id, or
+--jax_distributed on TPU VMs (which find their peers by themselves).
+"""
+
+from collections.abc import Sequence
+
+import jax
+from absl import app
+from absl import flags
+from absl import logging
+from ml_collections import config_flags
+
+from bert_jax import train
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Config file, e.g. configs/pretrain.py:demo.",
+    lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Checkpoints, logs, results.")
+_COORDINATOR = flags.DEFINE_string("coordinator_address", None,
+                                   "host:port of process 0 (multi-host).")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None,
+                                      "Number of processes (multi-host).")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None,
+                                   "This process's index (multi-host).")
+_DISTRIBUTED = flags.DEFINE_boolean(
+    "jax_distributed", False,
+    "Call jax.distributed.initialize() with no arguments (TPU VMs, SLURM).")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv: Sequence[str]) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  if _COORDINATOR.value:
+    jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value,
+                               _PROCESS_ID.value)
+  elif _DISTRIBUTED.value:
+    jax.distributed.initialize()
+  logging.info("process %d of %d, %d devices", jax.process_index(),
+               jax.process_count(), jax.device_count())
+  try:
+    results = train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  except train.ConfigError as e:
+    raise app.UsageError(str(e)) from None
+  if jax.process_index() == 0:
+    print("results: " + "  ".join(
+        f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
+        for k, v in results.items() if k != "checkpoints"))
+    for fmt, path in results.get("checkpoints", {}).items():
+      print(f"exported {fmt}: {path}")
+
+
+if __name__ == "__main__":
+  app.run(main)
