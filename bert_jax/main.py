@@ -7,6 +7,7 @@ Multi-host: pass --coordinator_address/--num_processes/--process_id, or
 --jax_distributed on TPU VMs (which find their peers by themselves).
 """
 
+import sys
 from collections.abc import Sequence
 
 import jax
@@ -47,6 +48,9 @@ def main(argv: Sequence[str]) -> None:
     results = train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
   except train.ConfigError as e:
     raise app.UsageError(str(e)) from None
+  except train.NonFiniteLossError as e:
+    logging.error("%s", e)
+    sys.exit(f"stopped: {e}")
   if jax.process_index() == 0:
     print("results: " + "  ".join(
         f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"

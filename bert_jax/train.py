@@ -620,8 +620,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
       "num_devices": jax.device_count(),
       **final,
   }
-  if config.export and is_main:
-    results["checkpoints"] = export(fns, state, config, workdir, manifest)
+  if config.export:
+    # Every process joins the gather; process 0 writes.
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    params = multihost_utils.process_allgather(state["params"], tiled=True)
+    if is_main:
+      results["checkpoints"] = export(fns, params, config, workdir, manifest)
   ckpt.close()
   if is_main:
     with open(os.path.join(workdir, "results.json"), "w") as f:
@@ -629,11 +633,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   return results
 
 
-def export(fns: StepFns, state, config, workdir: str,
+def export(fns: StepFns, params, config, workdir: str,
            manifest) -> dict[str, str]:
   """The trained model in bert_jax (Orbax) and Hugging Face formats."""
   from bert_jax import convert  # pylint: disable=g-import-not-at-top
-  params = convert.jax_to_numpy(jax.device_get(state["params"]))
+  params = convert.jax_to_numpy(params)
   cfg = fns.model_config.replace(dtype="float32")
   vocab = manifest["vocab"]["file"] if manifest else config.data.vocab_file
   out = {}
