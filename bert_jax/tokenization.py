@@ -4,34 +4,64 @@
 lower-casing with accent stripping, whitespace and punctuation splitting)
 followed by `WordpieceTokenizer` (greedy longest-match-first, `##`
 continuations, [UNK] for words over 200 characters or with an unmatchable
-piece). The pure-Python path is the specification; `encode_batch` runs the
-same algorithm through the Rust `tokenizers` library, and the tests prove
-the two identical.
+piece). The pure-Python path is the specification; `tokenize_batch` and
+`encode_batch` run the same algorithm through the Rust `tokenizers` library
+wherever the two agree (see `fast_path_accepts`), and the tests prove them
+identical there.
 
 SentencePiece models can stand in for the WordPiece vocabulary
-(`SentencePieceTokenizer`); `create_tokenizer` picks by file type.
+(`SentencePieceTokenizer`); `create_tokenizer` picks by file type. Both kinds
+encode `[CLS] A [SEP] B [SEP]` pairs (`encode_pair`) and tell which pieces
+continue a word (`is_continuation`, `continuation_mask`) for whole-word
+masking.
 """
 
 from __future__ import annotations
 
-import collections
+import functools
 import os
 import re
+import sys
 import unicodedata
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
-# Blocks where the `tokenizers` fast path equals the TF1 algorithm: Latin,
-# Greek (but capital sigma), Cyrillic, Hebrew, most Arabic, Devanagari, Latin
-# Extended Additional, general punctuation and symbols, CJK and kana, Hangul,
-# full-width forms, emoji.
-_FAST_SAFE = re.compile(
-    "[\x00-\u03a2\u03a4-\u061c\u061e-\u07fc\u07fe\u07ff\u0900-\u097f"
-    "\u1e00-\u1eff\u2000-\u2bff\u3000-\u9fff\uac00-\ud7af\uff00-\uffef"
-    "\U0001f000-\U0001faff]*")
 MAX_INPUT_CHARS_PER_WORD = 200
+SENTENCEPIECE_WORD_START = "\u2581"
+
+
+def convert_to_unicode(text: str | bytes) -> str:
+  """Text as str; UTF-8 bytes are decoded dropping bad bytes, as TF1 does."""
+  if isinstance(text, str):
+    return text
+  if isinstance(text, bytes):
+    return text.decode("utf-8", "ignore")
+  raise TypeError(f"expected str or bytes, got {type(text).__name__}")
+
+
+def read_vocab(vocab_file: str) -> list[str]:
+  """The tokens of a one-token-per-line vocab file; line number = id."""
+  if not os.path.isfile(vocab_file):
+    raise FileNotFoundError(f"vocab file not found: {vocab_file}")
+  try:
+    # Only "\n" ends a line (TF1 reads with GFile.readline); each token is
+    # then stripped of surrounding whitespace, "\r" included.
+    with open(vocab_file, encoding="utf-8", newline="\n") as f:
+      tokens = [line.strip() for line in f]
+  except UnicodeDecodeError as e:
+    raise ValueError(f"{vocab_file}: not UTF-8 text ({e.reason} at byte "
+                     f"{e.start}); expected one token per line") from e
+  if not tokens:
+    raise ValueError(f"{vocab_file}: the vocab file is empty")
+  return tokens
+
+
+def load_vocab(vocab_file: str) -> dict[str, int]:
+  """token -> id; a repeated token keeps its last line, as in TF1."""
+  return {token: index for index, token in enumerate(read_vocab(vocab_file))}
 
 
 def _is_whitespace(char: str) -> bool:
@@ -41,6 +71,8 @@ def _is_whitespace(char: str) -> bool:
 
 
 def _is_control(char: str) -> bool:
+  # Tab, newline and CR are Cc but count as whitespace. Only Cc/Cf go:
+  # private-use and unassigned characters stay (and become [UNK]).
   if char in ("\t", "\n", "\r"):
     return False
   return unicodedata.category(char) in ("Cc", "Cf")
@@ -63,32 +95,22 @@ def _is_cjk(cp: int) -> bool:
           or 0xF900 <= cp <= 0xFAFF or 0x2F800 <= cp <= 0x2FA1F)
 
 
-def load_vocab(vocab_file: str) -> dict[str, int]:
-  """Reads a one-token-per-line vocab into token -> id (line number)."""
-  if not os.path.exists(vocab_file):
-    raise FileNotFoundError(f"vocab file not found: {vocab_file}")
-  vocab: dict[str, int] = collections.OrderedDict()
-  with open(vocab_file, encoding="utf-8") as f:
-    for index, line in enumerate(f):
-      token = line.rstrip("\n").strip()
-      vocab.setdefault(token, index)
-  if not vocab:
-    raise ValueError(f"{vocab_file}: the vocab file is empty")
-  return vocab
-
-
 class BasicTokenizer:
   """Clean-up, CJK spacing, lower-casing/accents, punctuation splitting."""
 
   def __init__(self, do_lower_case: bool = True):
     self.do_lower_case = do_lower_case
 
-  def tokenize(self, text: str) -> list[str]:
-    text = self._clean_text(text)
+  def tokenize(self, text: str | bytes) -> list[str]:
+    text = self._clean_text(convert_to_unicode(text))
     text = self._space_cjk(text)
     tokens = []
+    # str.split() also splits on U+2028/U+2029 and other non-Zs separators
+    # that clean-up keeps, exactly like TF1's whitespace_tokenize.
     for token in text.split():
       if self.do_lower_case:
+        # Lower-case before NFD: the final-sigma rule and "İ" -> "i̇" need the
+        # composed form, and TF1 does it in this order.
         token = self._strip_accents(token.lower())
       tokens.extend(self._split_on_punc(token))
     return " ".join(tokens).split()
@@ -100,18 +122,19 @@ class BasicTokenizer:
 
   @staticmethod
   def _split_on_punc(text: str) -> list[str]:
-    out: list[list[str]] = []
-    start_new = True
+    out: list[str] = []
+    word: list[str] = []
     for char in text:
       if _is_punctuation(char):
-        out.append([char])
-        start_new = True
+        if word:
+          out.append("".join(word))
+          word = []
+        out.append(char)
       else:
-        if start_new:
-          out.append([])
-        start_new = False
-        out[-1].append(char)
-    return ["".join(x) for x in out]
+        word.append(char)
+    if word:
+      out.append("".join(word))
+    return out
 
   @staticmethod
   def _space_cjk(text: str) -> str:
@@ -121,8 +144,7 @@ class BasicTokenizer:
   def _clean_text(text: str) -> str:
     out = []
     for char in text:
-      cp = ord(char)
-      if cp == 0 or cp == 0xFFFD or _is_control(char):
+      if char in ("\x00", "\ufffd") or _is_control(char):
         continue
       out.append(" " if _is_whitespace(char) else char)
     return "".join(out)
@@ -137,9 +159,9 @@ class WordpieceTokenizer:
     self.unk_token = unk_token
     self.max_input_chars_per_word = max_input_chars_per_word
 
-  def tokenize(self, text: str) -> list[str]:
+  def tokenize(self, text: str | bytes) -> list[str]:
     output = []
-    for token in text.split():
+    for token in convert_to_unicode(text).split():
       if len(token) > self.max_input_chars_per_word:
         output.append(self.unk_token)
         continue
@@ -157,6 +179,7 @@ class WordpieceTokenizer:
             break
           end -= 1
         if piece is None:
+          # One unmatchable piece makes the whole word unknown.
           pieces = [self.unk_token]
           break
         pieces.append(piece)
@@ -165,65 +188,13 @@ class WordpieceTokenizer:
     return output
 
 
-class _PairEncoderMixin:
-  """[CLS] A [SEP] B [SEP] encoding shared by both tokenizer kinds."""
-
-  vocab: dict[str, int]
-
-  def tokenize(self, text: str) -> list[str]:
-    raise NotImplementedError
-
-  def convert_tokens_to_ids(self, tokens: Iterable[str]) -> list[int]:
-    raise NotImplementedError
-
-  @property
-  def special_ids(self) -> dict[str, int]:
-    return {t: self.vocab[t] for t in SPECIAL_TOKENS if t in self.vocab}
-
-  def encode_pair(self, text_a: str, text_b: str | None = None,
-                  max_seq_length: int = 128) -> dict[str, np.ndarray]:
-    """input_ids, input_mask, segment_ids (int32, padded) + `truncated`."""
-    return self.encode_tokens_pair(
-        self.tokenize(text_a),
-        None if text_b is None else self.tokenize(text_b), max_seq_length)
-
-  def encode_tokens_pair(self, tokens_a: list[str],
-                         tokens_b: list[str] | None,
-                         max_seq_length: int) -> dict[str, np.ndarray]:
-    tokens_a = list(tokens_a)
-    tokens_b = None if tokens_b is None else list(tokens_b)
-    budget = max_seq_length - (3 if tokens_b is not None else 2)
-    if budget < 0:
-      raise ValueError(f"max_seq_length={max_seq_length} is too short for "
-                       "[CLS]/[SEP]")
-    truncated = truncate_seq_pair(tokens_a, tokens_b or [], budget) \
-        if tokens_b is not None else len(tokens_a) > budget
-    tokens_a = tokens_a[:budget] if tokens_b is None else tokens_a
-    tokens = ["[CLS]"] + tokens_a + ["[SEP]"]
-    segment_ids = [0] * len(tokens)
-    if tokens_b is not None:
-      tokens += tokens_b + ["[SEP]"]
-      segment_ids += [1] * (len(tokens_b) + 1)
-    ids = self.convert_tokens_to_ids(tokens)
-    n = len(ids)
-    out = {
-        "input_ids": np.zeros(max_seq_length, np.int32),
-        "input_mask": np.zeros(max_seq_length, np.int32),
-        "segment_ids": np.zeros(max_seq_length, np.int32),
-    }
-    out["input_ids"][:n] = ids
-    out["input_mask"][:n] = 1
-    out["segment_ids"][:n] = segment_ids
-    out["tokens"] = tokens
-    out["truncated"] = truncated
-    return out
-
-
-def truncate_seq_pair(tokens_a: list[str], tokens_b: list[str],
+def truncate_seq_pair(tokens_a: list[Any], tokens_b: list[Any],
                       max_length: int) -> bool:
-  """Pops from the end of the longer list until both fit (TF1's rule).
+  """Pops from the end of the longer list (B on ties) until both fit.
 
-  Returns whether anything was removed.
+  TF1's `_truncate_seq_pair` for fine-tuning: one token at a time keeps more
+  of a short segment than cutting both proportionally. Returns whether
+  anything was removed.
   """
   truncated = False
   while len(tokens_a) + len(tokens_b) > max_length:
@@ -233,52 +204,245 @@ def truncate_seq_pair(tokens_a: list[str], tokens_b: list[str],
   return truncated
 
 
-class FullTokenizer(_PairEncoderMixin):
+class _TokenizerBase:
+  """What both vocab kinds share: ids, pair encoding, word continuations."""
+
+  vocab_file: str
+  vocab: dict[str, int]
+  inv_vocab: dict[int, str]
+
+  def tokenize(self, text: str | bytes) -> list[str]:
+    raise NotImplementedError
+
+  def tokenize_batch(self, texts: Sequence[str | bytes]) -> list[list[str]]:
+    return [self.tokenize(t) for t in texts]
+
+  def is_continuation(self, token: str) -> bool:
+    raise NotImplementedError
+
+  @property
+  def vocab_size(self) -> int:
+    """Rows the embedding table needs: one per vocab line or piece."""
+    return max(self.inv_vocab) + 1
+
+  def convert_tokens_to_ids(self, tokens: Iterable[str]) -> list[int]:
+    vocab = self.vocab
+    try:
+      return [vocab[t] for t in tokens]
+    except KeyError as e:
+      raise KeyError(f"token {e.args[0]!r} is not in {self.vocab_file}"
+                     ) from None
+
+  def convert_ids_to_tokens(self, ids: Iterable[int]) -> list[str]:
+    inv = self.inv_vocab
+    try:
+      return [inv[int(i)] for i in ids]
+    except KeyError as e:
+      raise KeyError(f"id {e.args[0]} is not in {self.vocab_file} "
+                     f"(size {self.vocab_size})") from None
+
+  def encode_batch(self, texts: Sequence[str | bytes]) -> list[list[int]]:
+    """Token ids of each text, without [CLS]/[SEP]."""
+    return [self.convert_tokens_to_ids(t) for t in self.tokenize_batch(texts)]
+
+  @property
+  def special_ids(self) -> dict[str, int]:
+    return {t: self.vocab[t] for t in SPECIAL_TOKENS if t in self.vocab}
+
+  @functools.cached_property
+  def _continuation_table(self) -> np.ndarray:
+    table = np.zeros(self.vocab_size, bool)
+    for i, token in self.inv_vocab.items():
+      table[i] = self.is_continuation(token)
+    return table
+
+  def continuation_mask(self, ids: Any) -> np.ndarray:
+    """is_continuation of every id, any shape, in one gather."""
+    return self._continuation_table[np.asarray(ids, np.int64)]
+
+  def encode_pair(self, text_a: str | bytes, text_b: str | bytes | None = None,
+                  max_seq_length: int = 128) -> dict[str, Any]:
+    """`[CLS] A [SEP] (B [SEP])`, truncated and zero-padded.
+
+    Returns input_ids, input_mask, segment_ids (int32 [max_seq_length]),
+    plus `tokens` (the unpadded token strings) and `truncated` (bool).
+    """
+    return self.encode_tokens_pair(
+        self.tokenize(text_a),
+        None if text_b is None else self.tokenize(text_b), max_seq_length)
+
+  def encode_pair_batch(self, pairs: Sequence[tuple[str, str | None]],
+                        max_seq_length: int = 128) -> dict[str, Any]:
+    """encode_pair over many (a, b) pairs: int32 [n, max_seq_length] arrays,
+    `tokens` a list and `truncated` a bool array."""
+    a = self.tokenize_batch([p[0] for p in pairs])
+    b_idx = [i for i, p in enumerate(pairs) if p[1] is not None]
+    b_tok = dict(zip(b_idx, self.tokenize_batch([pairs[i][1]
+                                                 for i in b_idx])))
+    rows = [self.encode_tokens_pair(a[i], b_tok.get(i), max_seq_length)
+            for i in range(len(pairs))]
+    out: dict[str, Any] = {
+        k: np.array([r[k] for r in rows], np.int32).reshape(
+            len(rows), max_seq_length)
+        for k in ("input_ids", "input_mask", "segment_ids")
+    }
+    out["tokens"] = [r["tokens"] for r in rows]
+    out["truncated"] = np.array([r["truncated"] for r in rows], bool)
+    return out
+
+  def encode_tokens_pair(self, tokens_a: Sequence[str],
+                         tokens_b: Sequence[str] | None,
+                         max_seq_length: int) -> dict[str, Any]:
+    """encode_pair for already tokenized segments."""
+    missing = [t for t in ("[CLS]", "[SEP]") if t not in self.vocab]
+    if missing:
+      raise ValueError(f"{self.vocab_file}: the vocab has no {missing} "
+                       "token(s), needed to encode sequences")
+    tokens_a = list(tokens_a)
+    budget = max_seq_length - (2 if tokens_b is None else 3)
+    if budget < 0:
+      raise ValueError(f"max_seq_length={max_seq_length} leaves no room for "
+                       "[CLS] and [SEP]")
+    if tokens_b is None:
+      truncated = len(tokens_a) > budget
+      del tokens_a[budget:]
+    else:
+      tokens_b = list(tokens_b)
+      truncated = truncate_seq_pair(tokens_a, tokens_b, budget)
+    tokens = ["[CLS]", *tokens_a, "[SEP]"]
+    segment_ids = [0] * len(tokens)
+    if tokens_b is not None:
+      tokens += [*tokens_b, "[SEP]"]
+      segment_ids += [1] * (len(tokens_b) + 1)
+    n = len(tokens)
+    # TF1 pads with id 0 (which is [PAD] in Google's vocabs) and mask 0.
+    out: dict[str, Any] = {
+        k: np.zeros(max_seq_length, np.int32)
+        for k in ("input_ids", "input_mask", "segment_ids")
+    }
+    out["input_ids"][:n] = self.convert_tokens_to_ids(tokens)
+    out["input_mask"][:n] = 1
+    out["segment_ids"][:n] = segment_ids
+    out["tokens"] = tokens
+    out["truncated"] = truncated
+    return out
+
+
+def _rule_role(category: str) -> str:
+  """What the TF1 rules do with a character of this Unicode category."""
+  if category == "Zs":
+    return "whitespace"
+  if category in ("Cc", "Cf"):
+    return "control"
+  if category.startswith("P"):
+    return "punctuation"
+  if category == "Mn":
+    return "accent"
+  return "other"
+
+
+# Characters whose role changed since Unicode 3.2 (e.g. U+00A7 "§" So -> Po,
+# U+00AD soft hyphen Pd -> Cf) long enough ago that the Rust tables agree
+# with Python; the exhaustive test in tests/test_tokenization.py holds them
+# to it.
+_ROLE_CHANGED_BUT_AGREED = frozenset([
+    0xA7, 0xAD, 0xB6, 0xF14, 0x17B4, 0x17B5, 0x200B, 0x2308, 0x2309, 0x230A,
+    0x230B, 0x23B4, 0x23B5, 0x23B6, 0x302E, 0x302F])
+
+
+@functools.cache
+def _fast_path_unsafe() -> tuple[re.Pattern[str], re.Pattern[str]]:
+  """Regexes for characters where `tokenizers` may differ from TF1.
+
+  The Rust normaliser and pre-tokeniser carry their own Unicode tables, older
+  than Python's for punctuation and accents (about Unicode 8), and their own
+  CJK list. A character is safe when Python's Unicode database knows it and
+  gives it the role (whitespace, control, punctuation, accent, other) it had
+  in Unicode 3.2, so that every table in between agrees; or when it is a
+  letter, number or symbol added since (both sides leave it inside a word).
+  Excluded besides: private use, capital sigma (Python lower-cases a final
+  sigma to "ς", Rust per character to "σ") and CJK Extension E (the Rust list
+  omits part of it). tests/test_tokenization.py checks every safe character
+  through both paths.
+
+  Returns (unsafe BMP character or any astral one, unsafe astral character):
+  `re` tests a BMP class as one bitmap but astral ranges one by one, so the
+  second, slow pattern only sees the few astral characters of a text.
+  """
+  old = unicodedata.ucd_3_2_0
+  unsafe: list[list[int]] = []
+  for cp in range(sys.maxunicode + 1):
+    char = chr(cp)
+    cat = unicodedata.category(char)
+    before = old.category(char)
+    if cat in ("Cn", "Co", "Cs") or cp == 0x3A3 or 0x2B820 <= cp <= 0x2CEAF:
+      safe = False
+    elif before == "Cn":
+      safe = cat[0] in "LNS"
+    else:
+      safe = (_rule_role(before) == _rule_role(cat)
+              or cp in _ROLE_CHANGED_BUT_AGREED)
+    if not safe:
+      if unsafe and unsafe[-1][1] == cp - 1:
+        unsafe[-1][1] = cp
+      else:
+        unsafe.append([cp, cp])
+
+  def char_class(ranges: list[list[int]]) -> str:
+    return "".join(re.escape(chr(a)) if a == b else
+                   f"{re.escape(chr(a))}-{re.escape(chr(b))}"
+                   for a, b in ranges)
+
+  bmp = [[a, min(b, 0xFFFF)] for a, b in unsafe if a <= 0xFFFF]
+  astral = [[max(a, 0x10000), b] for a, b in unsafe if b > 0xFFFF]
+  return (re.compile(f"[{char_class(bmp)}\U00010000-\U0010ffff]"),
+          re.compile(f"[{char_class(astral)}]"))
+
+
+def fast_path_accepts(text: str) -> bool:
+  """Whether `tokenizers` provably tokenizes `text` exactly like TF1."""
+  if text.isascii():
+    return True
+  unsafe_or_astral, unsafe_astral = _fast_path_unsafe()
+  for match in unsafe_or_astral.finditer(text):
+    char = match.group()
+    if ord(char) <= 0xFFFF or unsafe_astral.match(char):
+      return False
+  return True
+
+
+class FullTokenizer(_TokenizerBase):
   """BasicTokenizer + WordpieceTokenizer over a `vocab.txt`."""
 
   def __init__(self, vocab_file: str, do_lower_case: bool = True):
     self.vocab_file = vocab_file
-    self.vocab = load_vocab(vocab_file)
-    missing = [t for t in SPECIAL_TOKENS if t not in self.vocab]
-    if "[UNK]" in missing:
-      raise ValueError(f"{vocab_file}: the vocab has no [UNK] token")
-    self.inv_vocab = {v: k for k, v in self.vocab.items()}
+    tokens = read_vocab(vocab_file)
+    # A repeated token maps to its last line (TF1), yet every id still names
+    # its own line, so ids from any source convert back.
+    self.vocab = {t: i for i, t in enumerate(tokens)}
+    self.inv_vocab = dict(enumerate(tokens))
+    if "[UNK]" not in self.vocab:
+      raise ValueError(f"{vocab_file}: the vocab has no [UNK] token (is it a "
+                       "WordPiece vocab.txt, one token per line?)")
     self.do_lower_case = do_lower_case
     self.basic_tokenizer = BasicTokenizer(do_lower_case=do_lower_case)
     self.wordpiece_tokenizer = WordpieceTokenizer(vocab=self.vocab)
     self._fast = None
 
-  @property
-  def vocab_size(self) -> int:
-    return len(self.inv_vocab)
-
-  def tokenize(self, text: str) -> list[str]:
+  def tokenize(self, text: str | bytes) -> list[str]:
     return [piece
             for token in self.basic_tokenizer.tokenize(text)
             for piece in self.wordpiece_tokenizer.tokenize(token)]
 
-  def convert_tokens_to_ids(self, tokens: Iterable[str]) -> list[int]:
-    return [self.vocab[t] for t in tokens]
-
-  def convert_ids_to_tokens(self, ids: Iterable[int]) -> list[str]:
-    return [self.inv_vocab[int(i)] for i in ids]
-
-  @staticmethod
-  def is_continuation(token: str) -> bool:
+  def is_continuation(self, token: str) -> bool:
     """True for a piece that continues a word (whole-word masking)."""
     return token.startswith("##")
-
-  def continuation_mask(self, ids: Sequence[int]) -> np.ndarray:
-    return np.array([self.is_continuation(self.inv_vocab[int(i)])
-                     for i in ids], bool)
-
-  # -- fast path ------------------------------------------------------------
 
   def _fast_tokenizer(self):
     if self._fast is None:
       from tokenizers import Tokenizer, models, normalizers, pre_tokenizers  # pylint: disable=g-import-not-at-top
       tok = Tokenizer(models.WordPiece(
-          {t: i for t, i in self.vocab.items()}, unk_token="[UNK]",
+          dict(self.vocab), unk_token="[UNK]",
           max_input_chars_per_word=MAX_INPUT_CHARS_PER_WORD))
       tok.normalizer = normalizers.BertNormalizer(
           clean_text=True, handle_chinese_chars=True,
@@ -287,106 +451,98 @@ class FullTokenizer(_PairEncoderMixin):
       self._fast = tok
     return self._fast
 
-  @staticmethod
-  def _needs_slow_path(text: str) -> bool:
-    # The Rust normaliser follows a newer Unicode than Python 3.11's
-    # unicodedata, drops private-use characters, lacks one CJK block and
-    # lower-cases a final sigma differently. Scanning every code point below
-    # U+30000 through both paths (tests/test_tokenization.py does) leaves
-    # these blocks identical; a text with anything else takes the exact path.
-    return _FAST_SAFE.fullmatch(text) is None
+  def tokenize_batch(self, texts: Sequence[str | bytes]) -> list[list[str]]:
+    """Same as [tokenize(t) for t in texts], through `tokenizers`.
 
-  def tokenize_batch(self, texts: Sequence[str]) -> list[list[str]]:
-    """Same as [tokenize(t) for t in texts], through `tokenizers`."""
-    fast_idx = [i for i, t in enumerate(texts) if not self._needs_slow_path(t)]
-    out: list[list[str]] = [[] for _ in texts]
+    Texts with a character outside `fast_path_accepts` take the exact
+    Python path, so the result never depends on the route.
+    """
+    texts = [convert_to_unicode(t) for t in texts]
+    out: list[list[str] | None] = [None] * len(texts)
+    fast_idx = []
+    for i, text in enumerate(texts):
+      if fast_path_accepts(text):
+        fast_idx.append(i)
+      else:
+        out[i] = self.tokenize(text)
     if fast_idx:
       encodings = self._fast_tokenizer().encode_batch(
           [texts[i] for i in fast_idx], add_special_tokens=False)
       for i, enc in zip(fast_idx, encodings):
         out[i] = enc.tokens
-    for i, text in enumerate(texts):
-      if self._needs_slow_path(text):
-        out[i] = self.tokenize(text)
-    return out
+    return out  # pytype: disable=bad-return-type
 
-  def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+  def encode_batch(self, texts: Sequence[str | bytes]) -> list[list[int]]:
     """Token ids of each text (no specials), fast; equal to the slow path."""
     return [self.convert_tokens_to_ids(t) for t in self.tokenize_batch(texts)]
 
-  def encode_pair_batch(self, pairs: Sequence[tuple[str, str | None]],
-                        max_seq_length: int = 128) -> dict[str, np.ndarray]:
-    """encode_pair over many (a, b) pairs, stacked; `truncated` counts."""
-    a = self.tokenize_batch([p[0] for p in pairs])
-    b_idx = [i for i, p in enumerate(pairs) if p[1] is not None]
-    b_tok = dict(zip(b_idx, self.tokenize_batch([pairs[i][1]
-                                                 for i in b_idx])))
-    rows = [self.encode_tokens_pair(a[i], b_tok.get(i), max_seq_length)
-            for i in range(len(pairs))]
-    return {
-        k: np.stack([r[k] for r in rows])
-        for k in ("input_ids", "input_mask", "segment_ids")
-    } | {"tokens": [r["tokens"] for r in rows],
-         "truncated": np.array([r["truncated"] for r in rows])}
+
+def preprocess_for_sentencepiece(text: str | bytes, do_lower_case: bool) -> str:
+  """What the text goes through before SentencePiece, in training and use.
+
+  SentencePiece's own NFKC normalisation follows; lower-casing is ours so a
+  cased model can be trained from the same files.
+  """
+  text = convert_to_unicode(text)
+  return text.lower() if do_lower_case else text
 
 
-class SentencePieceTokenizer(_PairEncoderMixin):
+class SentencePieceTokenizer(_TokenizerBase):
   """A SentencePiece model used as BERT's vocabulary.
 
   The model must define [PAD] [UNK] [CLS] [SEP] [MASK] as pieces (build_vocab
-  trains it so). Pieces that start a word carry the '▁' prefix; the others
-  continue a word (whole-word masking).
+  trains it so: [PAD]=0, [UNK]=1, the others as control symbols, which text
+  can never produce). Pieces that start a word carry the '▁' prefix.
   """
 
   def __init__(self, model_file: str, do_lower_case: bool = True):
     import sentencepiece as spm  # pylint: disable=g-import-not-at-top
-    if not os.path.exists(model_file):
+    if not os.path.isfile(model_file):
       raise FileNotFoundError(f"sentencepiece model not found: {model_file}")
     self.vocab_file = model_file
-    self.sp = spm.SentencePieceProcessor(model_file=model_file)
+    try:
+      self.sp = spm.SentencePieceProcessor(model_file=model_file)
+    except (OSError, RuntimeError) as e:
+      raise ValueError(f"{model_file}: not a sentencepiece model ({e})"
+                       ) from e
     self.do_lower_case = do_lower_case
-    self.vocab = {self.sp.id_to_piece(i): i
-                  for i in range(self.sp.get_piece_size())}
-    self.inv_vocab = {i: p for p, i in self.vocab.items()}
+    self.inv_vocab = {i: self.sp.id_to_piece(i)
+                      for i in range(self.sp.get_piece_size())}
+    self.vocab = {p: i for i, p in self.inv_vocab.items()}
     missing = [t for t in SPECIAL_TOKENS if t not in self.vocab]
     if missing:
       raise ValueError(f"{model_file}: the sentencepiece model lacks the "
-                       f"special pieces {missing}")
+                       f"special pieces {missing} (train it with "
+                       "bert_jax.build_vocab --model=sentencepiece)")
 
-  @property
-  def vocab_size(self) -> int:
-    return len(self.vocab)
+  def tokenize(self, text: str | bytes) -> list[str]:
+    return self.sp.encode(
+        preprocess_for_sentencepiece(text, self.do_lower_case), out_type=str)
 
-  def tokenize(self, text: str) -> list[str]:
-    if self.do_lower_case:
-      text = text.lower()
-    return self.sp.encode(text, out_type=str)
-
-  def tokenize_batch(self, texts: Sequence[str]) -> list[list[str]]:
-    if self.do_lower_case:
-      texts = [t.lower() for t in texts]
-    return self.sp.encode(list(texts), out_type=str)
-
-  def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
-    return [self.convert_tokens_to_ids(t) for t in self.tokenize_batch(texts)]
+  def tokenize_batch(self, texts: Sequence[str | bytes]) -> list[list[str]]:
+    return self.sp.encode(
+        [preprocess_for_sentencepiece(t, self.do_lower_case) for t in texts],
+        out_type=str)
 
   def convert_tokens_to_ids(self, tokens: Iterable[str]) -> list[int]:
+    # Like SentencePiece itself: a piece it does not know is [UNK].
     unk = self.vocab["[UNK]"]
     return [self.vocab.get(t, unk) for t in tokens]
 
-  def convert_ids_to_tokens(self, ids: Iterable[int]) -> list[str]:
-    return [self.inv_vocab[int(i)] for i in ids]
+  def is_continuation(self, token: str) -> bool:
+    """True unless the piece starts a word.
 
-  @staticmethod
-  def is_continuation(token: str) -> bool:
-    return not token.startswith("\u2581") and token not in SPECIAL_TOKENS
+    As in ALBERT's whole-word masking, a piece of punctuation starts a word
+    of its own (WordPiece splits punctuation off too), and so does a special
+    token.
+    """
+    if token.startswith(SENTENCEPIECE_WORD_START) or token in SPECIAL_TOKENS:
+      return False
+    return not all(_is_punctuation(c) for c in token)
 
-  def continuation_mask(self, ids: Sequence[int]) -> np.ndarray:
-    return np.array([self.is_continuation(self.inv_vocab[int(i)])
-                     for i in ids], bool)
 
-
-def create_tokenizer(vocab_file: str, do_lower_case: bool = True):
+def create_tokenizer(vocab_file: str, do_lower_case: bool = True
+                     ) -> FullTokenizer | SentencePieceTokenizer:
   """A SentencePieceTokenizer for a `.model` file, else a FullTokenizer."""
   if vocab_file.endswith(".model"):
     return SentencePieceTokenizer(vocab_file, do_lower_case)
