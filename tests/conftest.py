@@ -9,3 +9,16 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import pytest  # pylint: disable=g-import-not-at-top,g-bad-import-order
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory):
+  """Pre-training shards (seq 32) from the embedded Botchan text."""
+  from bert_jax import train  # pylint: disable=g-import-not-at-top
+  from tests import test_train  # pylint: disable=g-import-not-at-top
+  d = str(tmp_path_factory.mktemp("data") / "data_32")
+  train.prepare_data(test_train.tiny_config(),
+                     str(tmp_path_factory.mktemp("w")), 32, 5, d)
+  return d

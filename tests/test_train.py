@@ -54,14 +54,6 @@ def tiny_config(data_dir="", **overrides):
   return c
 
 
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-  d = str(tmp_path_factory.mktemp("data") / "data_32")
-  train.prepare_data(tiny_config(), str(tmp_path_factory.mktemp("w")), 32, 5,
-                     d)
-  return d
-
-
 def test_schedule_equals_tf1_formula():
   peak, warmup, total = 1e-4, 100, 1000
   schedule = optimizer_lib.learning_rate_schedule(peak, warmup, total)
