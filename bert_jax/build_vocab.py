@@ -6,9 +6,10 @@
 WordPiece uses the `tokenizers` trainer behind BERT's own normaliser and
 pre-tokeniser, so the vocabulary fits `FullTokenizer`; the special tokens
 come first ([PAD]=0, [UNK], [CLS], [SEP], [MASK]) as in Google's vocabs.
-SentencePiece writes `OUTPUT.model` / `OUTPUT.vocab` with the same special
-pieces, loadable by `SentencePieceTokenizer`. Input files may be plain,
-.gz or .bz2 text.
+SentencePiece writes `PREFIX.model` / `PREFIX.vocab` (`--output` may name
+either the prefix or the `.model` file) with [PAD]=0, [UNK]=1 and [CLS],
+[SEP], [MASK] as control pieces, loadable by `SentencePieceTokenizer`.
+Input files may be plain, .gz or .bz2 text, one sentence or paragraph a line.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import bz2
 import glob
 import gzip
 import os
+import sys
 import tempfile
 from collections.abc import Iterator, Sequence
 
@@ -26,14 +28,24 @@ from absl import logging
 
 from bert_jax import tokenization
 
+# SentencePiece holds its training sentences in memory; beyond this many it
+# samples (shuffled) rather than exhausting the host.
+MAX_SENTENCEPIECE_SENTENCES = 10_000_000
+
+
 def expand_inputs(patterns: str) -> list[str]:
   """Files matching comma-separated globs; a clear error if none match."""
   files = []
   for pattern in patterns.split(","):
-    matched = sorted(glob.glob(pattern.strip()))
+    pattern = pattern.strip()
+    if not pattern:
+      continue
+    matched = sorted(p for p in glob.glob(pattern) if os.path.isfile(p))
     if not matched:
       raise FileNotFoundError(f"--input_file: no file matches {pattern!r}")
     files.extend(matched)
+  if not files:
+    raise FileNotFoundError(f"--input_file: no file matches {patterns!r}")
   return files
 
 
@@ -47,6 +59,7 @@ def open_text(path: str):
 
 
 def iter_lines(files: Sequence[str]) -> Iterator[str]:
+  """Non-blank lines of every file, stripped."""
   for path in files:
     with open_text(path) as f:
       for line in f:
@@ -55,23 +68,56 @@ def iter_lines(files: Sequence[str]) -> Iterator[str]:
           yield line
 
 
+def _check_vocab_size(vocab_size: int) -> None:
+  if vocab_size <= len(tokenization.SPECIAL_TOKENS):
+    raise ValueError(f"--vocab_size={vocab_size} must exceed the "
+                     f"{len(tokenization.SPECIAL_TOKENS)} special tokens")
+
+
+def _no_text_error(files: Sequence[str]) -> ValueError:
+  shown = ", ".join(files[:3]) + (f" and {len(files) - 3} more"
+                                  if len(files) > 3 else "")
+  return ValueError(f"--input_file: no text in {shown}")
+
+
+def default_limit_alphabet(vocab_size: int) -> int:
+  """Most characters kept as pieces: room is left for real word pieces.
+
+  Rarer characters become [UNK], as in Google's vocabularies; each kept one
+  may also take a `##` entry.
+  """
+  return min(1000, vocab_size // 4)
+
+
 def train_wordpiece(files: Sequence[str], vocab_size: int, output: str,
-                    do_lower_case: bool = True) -> int:
+                    do_lower_case: bool = True,
+                    limit_alphabet: int | None = None,
+                    show_progress: bool = False) -> int:
   """Trains and writes a vocab.txt; returns its size."""
-  from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers  # pylint: disable=g-import-not-at-top
-  tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-  tok.normalizer = normalizers.BertNormalizer(
+  import tokenizers  # pylint: disable=g-import-not-at-top
+  _check_vocab_size(vocab_size)
+  tok = tokenizers.Tokenizer(tokenizers.models.WordPiece(unk_token="[UNK]"))
+  tok.normalizer = tokenizers.normalizers.BertNormalizer(
       clean_text=True, handle_chinese_chars=True,
       strip_accents=do_lower_case, lowercase=do_lower_case)
-  tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-  trainer = trainers.WordPieceTrainer(
+  tok.pre_tokenizer = tokenizers.pre_tokenizers.BertPreTokenizer()
+  trainer = tokenizers.trainers.WordPieceTrainer(
       vocab_size=vocab_size, special_tokens=list(tokenization.SPECIAL_TOKENS),
-      continuing_subword_prefix="##", show_progress=False)
+      continuing_subword_prefix="##", show_progress=show_progress,
+      limit_alphabet=(default_limit_alphabet(vocab_size)
+                      if limit_alphabet is None else limit_alphabet))
   tok.train_from_iterator(iter_lines(files), trainer=trainer)
   vocab = tok.get_vocab()
   if len(vocab) <= len(tokenization.SPECIAL_TOKENS):
-    raise ValueError(f"--input_file: no text found in {len(files)} file(s)")
+    raise _no_text_error(files)
+  if len(vocab) > vocab_size:
+    # The trainer keeps every character of the (limited) alphabet.
+    raise ValueError(f"--vocab_size={vocab_size} is too small: the input's "
+                     f"characters alone need {len(vocab)} entries (lower "
+                     "--limit_alphabet)")
   ordered = sorted(vocab, key=vocab.get)
+  # Ids must be the line numbers FullTokenizer will read back.
+  assert [vocab[t] for t in ordered] == list(range(len(ordered)))
   os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
   tmp = output + ".incomplete"
   with open(tmp, "w", encoding="utf-8") as f:
@@ -80,34 +126,68 @@ def train_wordpiece(files: Sequence[str], vocab_size: int, output: str,
   return len(ordered)
 
 
-def train_sentencepiece(files: Sequence[str], vocab_size: int, prefix: str,
+def sentencepiece_prefix(output: str) -> str:
+  """PREFIX for PREFIX.model / PREFIX.vocab, whichever form was given."""
+  return output[:-len(".model")] if output.endswith(".model") else output
+
+
+def train_sentencepiece(files: Sequence[str], vocab_size: int, output: str,
                         do_lower_case: bool = True) -> int:
   """Trains PREFIX.model / PREFIX.vocab with BERT's special pieces."""
   import sentencepiece as spm  # pylint: disable=g-import-not-at-top
+  _check_vocab_size(vocab_size)
+  prefix = sentencepiece_prefix(output)
   os.makedirs(os.path.dirname(os.path.abspath(prefix)), exist_ok=True)
-  with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False,
-                                   encoding="utf-8") as tmp:
+  with tempfile.TemporaryDirectory() as tmp_dir:
+    # The text is written once, preprocessed exactly as the tokenizer will
+    # preprocess it, so training and use see the same strings.
+    text_file = os.path.join(tmp_dir, "input.txt")
     n = 0
-    for line in iter_lines(files):
-      tmp.write((line.lower() if do_lower_case else line) + "\n")
-      n += 1
-  try:
+    with open(text_file, "w", encoding="utf-8") as f:
+      for line in iter_lines(files):
+        f.write(tokenization.preprocess_for_sentencepiece(
+            line, do_lower_case) + "\n")
+        n += 1
     if n == 0:
-      raise ValueError(f"--input_file: no text found in {len(files)} file(s)")
-    spm.SentencePieceTrainer.train(
-        input=tmp.name, model_prefix=prefix, vocab_size=vocab_size,
-        pad_id=0, unk_id=1, bos_id=-1, eos_id=-1, unk_piece="[UNK]",
-        pad_piece="[PAD]", user_defined_symbols=["[CLS]", "[SEP]", "[MASK]"],
-        hard_vocab_limit=False, minloglevel=2)
-  finally:
-    os.remove(tmp.name)
+      raise _no_text_error(files)
+    logging.info("training sentencepiece on %d lines", n)
+    try:
+      spm.SentencePieceTrainer.train(
+          input=text_file, model_prefix=prefix, vocab_size=vocab_size,
+          model_type="unigram", pad_id=0, unk_id=1, bos_id=-1, eos_id=-1,
+          pad_piece="[PAD]", unk_piece="[UNK]",
+          control_symbols=["[CLS]", "[SEP]", "[MASK]"],
+          # A small corpus may not support vocab_size pieces: take fewer
+          # rather than fail.
+          hard_vocab_limit=False,
+          input_sentence_size=MAX_SENTENCEPIECE_SENTENCES,
+          shuffle_input_sentence=True, minloglevel=2)
+    except RuntimeError as e:
+      raise ValueError(f"sentencepiece training on {len(files)} file(s) "
+                       f"failed: {e}") from e
   return spm.SentencePieceProcessor(
       model_file=prefix + ".model").get_piece_size()
 
 
+def build(input_file: str, vocab_size: int, model: str, output: str,
+          do_lower_case: bool = True, limit_alphabet: int | None = None,
+          show_progress: bool = False) -> int:
+  """Expands the globs, trains, writes; returns the vocabulary size."""
+  files = expand_inputs(input_file)
+  logging.info("training a %s vocabulary of at most %d on %d file(s)", model,
+               vocab_size, len(files))
+  if model == "wordpiece":
+    return train_wordpiece(files, vocab_size, output, do_lower_case,
+                           limit_alphabet, show_progress=show_progress)
+  if model == "sentencepiece":
+    return train_sentencepiece(files, vocab_size, output, do_lower_case)
+  raise ValueError(f"--model={model!r}: expected wordpiece or sentencepiece")
+
+
 def define_flags() -> None:
   """CLI flags; defined only when run as a program (no import side effects)."""
-  flags.DEFINE_string("input_file", None, "Comma-separated globs of text files.")
+  flags.DEFINE_string("input_file", None,
+                      "Comma-separated globs of text files.")
   flags.DEFINE_integer("vocab_size", 30522, "Size of the vocabulary to train.")
   flags.DEFINE_enum("model", "wordpiece", ["wordpiece", "sentencepiece"],
                     "Vocabulary kind.")
@@ -115,24 +195,28 @@ def define_flags() -> None:
       "output", None, "vocab.txt path (wordpiece) or model prefix "
       "(sentencepiece: writes PREFIX.model and PREFIX.vocab).")
   flags.DEFINE_boolean("do_lower_case", True, "Lower-case the text.")
+  flags.DEFINE_integer(
+      "limit_alphabet", None, "wordpiece: most distinct characters kept "
+      "(default min(1000, vocab_size // 4)); rarer ones become [UNK].")
 
 
 def main(argv: Sequence[str]) -> None:
-  del argv
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   f = flags.FLAGS
   if not f.input_file:
     raise app.UsageError("--input_file is required")
   if not f.output:
     raise app.UsageError("--output is required")
-  if f.vocab_size <= len(tokenization.SPECIAL_TOKENS):
-    raise app.UsageError(f"--vocab_size={f.vocab_size} must exceed the "
-                         f"{len(tokenization.SPECIAL_TOKENS)} special tokens")
-  files = expand_inputs(f.input_file)
-  train = train_wordpiece if f.model == "wordpiece" else train_sentencepiece
-  size = train(files, f.vocab_size, f.output, f.do_lower_case)
-  logging.info("wrote a %s vocabulary of %d entries to %s", f.model, size,
-               f.output)
-  print(f"{f.model} vocabulary: {size} entries -> {f.output}")
+  try:
+    size = build(f.input_file, f.vocab_size, f.model, f.output,
+                 f.do_lower_case, f.limit_alphabet, show_progress=True)
+  except (FileNotFoundError, ValueError) as e:
+    # Bad input is the user's to fix: one line, no traceback.
+    sys.exit(f"build_vocab: error: {e}")
+  out = (sentencepiece_prefix(f.output) + ".model"
+         if f.model == "sentencepiece" else f.output)
+  print(f"{f.model} vocabulary: {size} entries -> {out}")
 
 
 if __name__ == "__main__":

@@ -273,8 +273,11 @@ class _TokenizerBase:
 
   def encode_pair_batch(self, pairs: Sequence[tuple[str, str | None]],
                         max_seq_length: int = 128) -> dict[str, Any]:
-    """encode_pair over many (a, b) pairs: int32 [n, max_seq_length] arrays,
-    `tokens` a list and `truncated` a bool array."""
+    """encode_pair over many (a, b) pairs, through the batch tokenizer.
+
+    Returns int32 [n, max_seq_length] input_ids, input_mask, segment_ids,
+    `tokens` (a list of lists) and `truncated` (a bool array).
+    """
     a = self.tokenize_batch([p[0] for p in pairs])
     b_idx = [i for i, p in enumerate(pairs) if p[1] is not None]
     b_tok = dict(zip(b_idx, self.tokenize_batch([pairs[i][1]
@@ -440,16 +443,33 @@ class FullTokenizer(_TokenizerBase):
 
   def _fast_tokenizer(self):
     if self._fast is None:
-      from tokenizers import Tokenizer, models, normalizers, pre_tokenizers  # pylint: disable=g-import-not-at-top
-      tok = Tokenizer(models.WordPiece(
+      import tokenizers  # pylint: disable=g-import-not-at-top
+      tok = tokenizers.Tokenizer(tokenizers.models.WordPiece(
           dict(self.vocab), unk_token="[UNK]",
           max_input_chars_per_word=MAX_INPUT_CHARS_PER_WORD))
-      tok.normalizer = normalizers.BertNormalizer(
+      tok.normalizer = tokenizers.normalizers.BertNormalizer(
           clean_text=True, handle_chinese_chars=True,
           strip_accents=self.do_lower_case, lowercase=self.do_lower_case)
-      tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+      tok.pre_tokenizer = tokenizers.pre_tokenizers.BertPreTokenizer()
       self._fast = tok
     return self._fast
+
+  def _batch(self, texts: Sequence[str | bytes], ids: bool) -> list[list]:
+    texts = [convert_to_unicode(t) for t in texts]
+    out: list[list | None] = [None] * len(texts)
+    fast_idx = []
+    for i, text in enumerate(texts):
+      if fast_path_accepts(text):
+        fast_idx.append(i)
+      else:
+        tokens = self.tokenize(text)
+        out[i] = self.convert_tokens_to_ids(tokens) if ids else tokens
+    if fast_idx:
+      encodings = self._fast_tokenizer().encode_batch(
+          [texts[i] for i in fast_idx], add_special_tokens=False)
+      for i, enc in zip(fast_idx, encodings):
+        out[i] = enc.ids if ids else enc.tokens
+    return out  # pytype: disable=bad-return-type
 
   def tokenize_batch(self, texts: Sequence[str | bytes]) -> list[list[str]]:
     """Same as [tokenize(t) for t in texts], through `tokenizers`.
@@ -457,24 +477,11 @@ class FullTokenizer(_TokenizerBase):
     Texts with a character outside `fast_path_accepts` take the exact
     Python path, so the result never depends on the route.
     """
-    texts = [convert_to_unicode(t) for t in texts]
-    out: list[list[str] | None] = [None] * len(texts)
-    fast_idx = []
-    for i, text in enumerate(texts):
-      if fast_path_accepts(text):
-        fast_idx.append(i)
-      else:
-        out[i] = self.tokenize(text)
-    if fast_idx:
-      encodings = self._fast_tokenizer().encode_batch(
-          [texts[i] for i in fast_idx], add_special_tokens=False)
-      for i, enc in zip(fast_idx, encodings):
-        out[i] = enc.tokens
-    return out  # pytype: disable=bad-return-type
+    return self._batch(texts, ids=False)
 
   def encode_batch(self, texts: Sequence[str | bytes]) -> list[list[int]]:
     """Token ids of each text (no specials), fast; equal to the slow path."""
-    return [self.convert_tokens_to_ids(t) for t in self.tokenize_batch(texts)]
+    return self._batch(texts, ids=True)
 
 
 def preprocess_for_sentencepiece(text: str | bytes, do_lower_case: bool) -> str:

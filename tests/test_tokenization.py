@@ -222,11 +222,11 @@ def test_fast_batch_path_equals_slow_path(do_lower_case, real_lines,
 
 def _hf_basic(do_lower_case):
   """The `tokenizers` normaliser + pre-tokeniser the fast path uses."""
-  from tokenizers import normalizers, pre_tokenizers  # pylint: disable=g-import-not-at-top
-  norm = normalizers.BertNormalizer(
+  tokenizers = pytest.importorskip("tokenizers")
+  norm = tokenizers.normalizers.BertNormalizer(
       clean_text=True, handle_chinese_chars=True,
       strip_accents=do_lower_case, lowercase=do_lower_case)
-  pre = pre_tokenizers.BertPreTokenizer()
+  pre = tokenizers.pre_tokenizers.BertPreTokenizer()
   return lambda text: [w for w, _ in pre.pre_tokenize_str(
       norm.normalize_str(text))]
 
