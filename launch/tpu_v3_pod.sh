@@ -5,7 +5,7 @@
 # network), so read it before running it.
 #
 #   TPU_NAME=bert-large ZONE=europe-west4-a ACCELERATOR=v3-128 \
-#   BUCKET=gs://my-bucket VARIANT=large bash launch/tpu_v3_pod.sh
+#   BUCKET=gs://my-bucket REPO=<git url> VARIANT=large bash launch/tpu_v3_pod.sh
 #
 # Data: make shards once (python -m bert_jax.create_pretraining_data ...)
 # and copy them to $BUCKET/data_128 and $BUCKET/data_512 (phase 2).
@@ -15,7 +15,7 @@ set -euo pipefail
 ACCELERATOR="${ACCELERATOR:-v3-32}"
 VARIANT="${VARIANT:-base}"
 RUNTIME="${RUNTIME:-tpu-ubuntu2204-base}"
-REPO="${REPO:-https://github.com/your-org/bert_jax.git}"
+: "${REPO:?set REPO to the git URL of your bert_jax repository}"
 WORKDIR="${WORKDIR:-$BUCKET/runs/$VARIANT}"
 EXTRA_FLAGS="${EXTRA_FLAGS:-}"
 
