@@ -178,12 +178,16 @@ class BertForMultipleChoice(nnx.Module):
 
 
 def pretraining_loss(
-    output: PretrainingOutput, batch: dict[str, Array]
+    output: PretrainingOutput, batch: dict[str, Array],
+    denominators: tuple[Array, Array] | None = None,
 ) -> tuple[Array, dict[str, Array]]:
   """The original objective: weighted mean masked-LM loss + mean NSP loss.
 
   As in TF1 `run_pretraining.py`, the MLM loss is
   sum(w * nll) / (sum(w) + 1e-5) over the padded prediction slots.
+  `denominators` = (sum of MLM weights, number of sequences) of the whole
+  batch, for a micro-batch of it (gradient accumulation): the micro-batch
+  losses then add up to the full batch's loss exactly.
   Returns the loss and per-batch sums for metrics (so they average exactly
   across steps and hosts).
   """
@@ -192,7 +196,9 @@ def pretraining_loss(
   weights = batch["masked_lm_weights"].astype(jnp.float32)
   nll = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
   denom = jnp.sum(weights)
-  mlm_loss = jnp.sum(nll * weights) / (denom + 1e-5)
+  total_weight, num_seqs = (denominators if denominators is not None
+                            else (denom, labels.shape[0]))
+  mlm_loss = jnp.sum(nll * weights) / (total_weight + 1e-5)
   correct = (jnp.argmax(logits, -1) == labels).astype(jnp.float32)
   metrics = {
       "mlm_loss_sum": jnp.sum(nll * weights),
@@ -204,7 +210,7 @@ def pretraining_loss(
     nsp_labels = batch["next_sentence_labels"].reshape(-1)
     nsp_nll = optax.softmax_cross_entropy_with_integer_labels(
         output.nsp_logits.astype(jnp.float32), nsp_labels)
-    loss = loss + jnp.mean(nsp_nll)
+    loss = loss + jnp.sum(nsp_nll) / num_seqs
     metrics.update(
         nsp_loss_sum=jnp.sum(nsp_nll),
         nsp_correct=jnp.sum(
@@ -215,9 +221,14 @@ def pretraining_loss(
   return loss, metrics
 
 
-def ltr_loss(output: PretrainingOutput,
-             batch: dict[str, Array]) -> tuple[Array, dict[str, Array]]:
-  """Next-token loss of the LTR model over the real (unpadded) positions."""
+def ltr_loss(output: PretrainingOutput, batch: dict[str, Array],
+             denominators: tuple[Array, Array] | None = None
+             ) -> tuple[Array, dict[str, Array]]:
+  """Next-token loss of the LTR model over the real (unpadded) positions.
+
+  `denominators[0]`, if given, is the whole batch's count of predicted
+  positions (for gradient accumulation, as in `pretraining_loss`).
+  """
   logits = output.mlm_logits[:, :-1].astype(jnp.float32)
   labels = batch["input_ids"][:, 1:]
   weights = batch["input_mask"][:, 1:].astype(jnp.float32)
@@ -229,4 +240,5 @@ def ltr_loss(output: PretrainingOutput,
       "lm_correct": jnp.sum(correct * weights),
       "lm_weight": denom,
   }
-  return jnp.sum(nll * weights) / (denom + 1e-5), metrics
+  total = denominators[0] if denominators is not None else denom
+  return jnp.sum(nll * weights) / (total + 1e-5), metrics

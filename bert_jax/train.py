@@ -143,15 +143,25 @@ def model_flops_per_step(cfg: model_lib.BertConfig, batch: int, seq: int,
 
 # -- the step ----------------------------------------------------------------
 
-def _forward_loss(graphdef, params, batch, rng, objective):
+def _forward_loss(graphdef, params, batch, rng, objective,
+                  denominators=None):
   model = nnx.merge(graphdef, params)
   if objective == "ltr":
     out = model(batch["input_ids"], batch["segment_ids"],
                 batch["input_mask"], rng=rng)
-    return heads.ltr_loss(out, batch)
+    return heads.ltr_loss(out, batch, denominators)
   out = model(batch["input_ids"], batch["segment_ids"], batch["input_mask"],
               batch["masked_lm_positions"], rng=rng)
-  return heads.pretraining_loss(out, batch)
+  return heads.pretraining_loss(out, batch, denominators)
+
+
+def _denominators(batch, objective):
+  """The full batch's normalisers, shared by its micro-batches."""
+  if objective == "ltr":
+    w = jnp.sum(batch["input_mask"][:, 1:].astype(jnp.float32))
+  else:
+    w = jnp.sum(batch["masked_lm_weights"].astype(jnp.float32))
+  return w, jnp.asarray(batch["input_ids"].shape[0], jnp.float32)
 
 
 def train_step(state: dict[str, Any], batch: dict[str, Array], *, graphdef,
@@ -161,12 +171,18 @@ def train_step(state: dict[str, Any], batch: dict[str, Array], *, graphdef,
   """One optimizer step (pure). Dropout keys come from fold_in(seed, step)."""
   step = state["step"]
   rng = jax.random.fold_in(jax.random.key(seed), step)
-  grad_fn = jax.value_and_grad(
-      lambda p, b, k: _forward_loss(graphdef, p, b, k, objective),
-      has_aux=True)
   if accum_steps == 1:
+    grad_fn = jax.value_and_grad(
+        lambda p, b, k: _forward_loss(graphdef, p, b, k, objective),
+        has_aux=True)
     (loss, sums), grads = grad_fn(state["params"], batch, rng)
   else:
+    # Micro-batch losses normalised by the whole batch add up to its loss,
+    # so accumulation gives the full batch's gradient, not a mean of means.
+    denominators = _denominators(batch, objective)
+    grad_fn = jax.value_and_grad(
+        lambda p, b, k: _forward_loss(graphdef, p, b, k, objective,
+                                      denominators), has_aux=True)
     micro = jax.tree.map(
         lambda x: x.reshape(accum_steps, x.shape[0] // accum_steps,
                             *x.shape[1:]), batch)
@@ -185,8 +201,6 @@ def train_step(state: dict[str, Any], batch: dict[str, Array], *, graphdef,
             jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), s0), zeros)
     (loss, sums, grads), _ = jax.lax.scan(
         body, init, (micro, jnp.arange(accum_steps)))
-    loss = loss / accum_steps
-    grads = jax.tree.map(lambda g: g / accum_steps, grads)
   updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
   params = optax.apply_updates(state["params"], updates)
   ok = jnp.isfinite(loss) & ~state["bad"]
