@@ -60,7 +60,9 @@ def serialize_example(features: Mapping[str, np.ndarray]) -> bytes:
       feature.float_list.value.extend(arr.astype(np.float32).tolist())
     else:
       feature.int64_list.value.extend(arr.astype(np.int64).tolist())
-  return example.SerializeToString()
+  # Map fields serialise in hash order unless asked: sorted keys make the
+  # bytes a function of the content (reproducible shards).
+  return example.SerializeToString(deterministic=True)
 
 
 def parse_example(data: bytes) -> dict[str, np.ndarray]:

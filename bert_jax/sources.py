@@ -147,6 +147,9 @@ def _documents_from_lines(lines: Iterator[str], raw: bool,
 # -- Wikipedia dumps ---------------------------------------------------------
 
 _HEADING = re.compile(r"^=+.*=+$")
+_REF_EMPTY = re.compile(r"<ref[^>]*/>", re.I)
+_REF = re.compile(r"<ref[^>]*>.*?</ref\s*>", re.I | re.S)
+_COMMENT = re.compile(r"<!--.*?-->", re.S)
 
 
 def wiki_to_paragraphs(markup: str) -> list[str]:
@@ -156,6 +159,11 @@ def wiki_to_paragraphs(markup: str) -> list[str]:
   links keep their text; headings and list markers are removed.
   """
   import mwparserfromhell  # pylint: disable=g-import-not-at-top
+  # References and comments go first: unbalanced quotes around them can
+  # leave them as plain text in the parse tree.
+  markup = _REF_EMPTY.sub("", markup)
+  markup = _REF.sub("", markup)
+  markup = _COMMENT.sub("", markup)
   code = mwparserfromhell.parse(markup)
   for node in list(code.filter_templates(recursive=False)):
     _remove(code, node)
