@@ -44,7 +44,7 @@ Generator seeded by (seed, stream position): masks are a function of
 
 TFRecord. TFRecord files (e.g. from Google's original script) have no
 random access. `convert_tfrecords` (or `python -m bert_jax.input_pipeline
---input_file='data/*.tfrecord' --output_dir=DIR [--vocab_file=...]`) copies
+--input_file='data/*.tfrecord' --output_dir=DIR --vocab_file=vocab.txt`) copies
 them once into ArrayRecord, record for record, and writes a manifest
 inferred from their features; the pipeline then reads DIR.
 
@@ -129,7 +129,8 @@ def read_manifest(data_dir: str) -> dict[str, Any] | None:
 def _tfrecord_hint(paths: Sequence[str], output: str) -> str:
   return (f"; TFRecord files have no random access: convert them once with "
           f"`python -m bert_jax.input_pipeline --input_file='{paths[0]}' "
-          f"--output_dir={output}` and read that directory")
+          f"--output_dir={output} --vocab_file=VOCAB` and read that "
+          "directory")
 
 
 def find_shards(data_dir_or_pattern: str, split: str = "train") -> list[str]:
@@ -159,11 +160,10 @@ def find_shards(data_dir_or_pattern: str, split: str = "train") -> list[str]:
               f"{spec}: the {split} shards are incomplete ({len(paths)} "
               f"files: {[os.path.basename(p) for p in paths][:8]}...)")
     if not paths:
-      tfrecords = sorted(glob.glob(os.path.join(spec, "*.tfrecord*")) +
-                         glob.glob(os.path.join(spec, "*.tf_record*")))
-      hint = (_tfrecord_hint([os.path.join(spec, "*.tfrecord")],
-                             spec.rstrip("/") + "_array_record")
-              if tfrecords else "")
+      found = [g for g in (os.path.join(spec, "*.tfrecord*"),
+                           os.path.join(spec, "*.tf_record*")) if glob.glob(g)]
+      hint = (_tfrecord_hint(found, spec.rstrip("/") + "_array_record")
+              if found else "")
       raise FileNotFoundError(
           f"{spec}: no {split}-*-of-*.array_record shards{hint}")
     return paths
@@ -352,6 +352,7 @@ class PretrainingBatches(grain.MapDataset):
       raise ValueError(f"{self._paths[0]}...: {self.num_records} records "
                        f"cannot fill one batch of {global_batch_size}")
     self._readers = _ShardReaders(self._paths)
+    _tf()  # imported here, not by the first of several prefetch threads
 
   def __len__(self) -> int:
     return self._len
@@ -659,12 +660,13 @@ def _vocab_section(vocab_file: str) -> dict[str, Any]:
 
 
 def convert_tfrecords(pattern: str, output_dir: str, split: str = "train", *,
-                      vocab_file: str | None = None) -> list[str]:
+                      vocab_file: str) -> list[str]:
   """Copies TFRecord files into ArrayRecord shards, record for record.
 
   One shard per input file, named `split-0000k-of-000NN.array_record`, and a
-  manifest (its options inferred from the features; `vocab` from
-  `vocab_file` when given) so the directory reads like one made here.
+  manifest (options inferred from the features, the vocab's size and
+  special ids from `vocab_file`, the vocab the records were made with) so
+  the directory reads like one made by `create_pretraining_data`.
   Converting a second split into the same directory adds it to the manifest.
   """
   sources = []
@@ -675,6 +677,9 @@ def convert_tfrecords(pattern: str, output_dir: str, split: str = "train", *,
     sources.extend(matches)
   if not sources:
     raise FileNotFoundError(f"{pattern!r}: no TFRecord file given")
+  if not os.path.isfile(vocab_file):
+    raise FileNotFoundError(f"{vocab_file}: no such vocab file")
+  vocab = _vocab_section(vocab_file)
   tf = _tf()
   os.makedirs(output_dir, exist_ok=True)
   out, shards = [], []
@@ -704,8 +709,7 @@ def convert_tfrecords(pattern: str, output_dir: str, split: str = "train", *,
   manifest["options"] = options
   manifest[split] = {"shards": shards,
                      "instances": sum(s["records"] for s in shards)}
-  if vocab_file:
-    manifest["vocab"] = _vocab_section(vocab_file)
+  manifest["vocab"] = vocab
   tmp = path + ".incomplete"
   with open(tmp, "w") as f:
     json.dump(manifest, f, indent=1)
@@ -721,7 +725,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                       help="comma-separated globs of TFRecord files")
   parser.add_argument("--output_dir", required=True)
   parser.add_argument("--split", default="train")
-  parser.add_argument("--vocab_file", default=None,
+  parser.add_argument("--vocab_file", required=True,
                       help="the vocab the records were made with")
   args = parser.parse_args(argv)
   try:

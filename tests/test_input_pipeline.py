@@ -377,14 +377,23 @@ def test_tf1_tfrecords_are_converted_and_train_here(tmp_path):
     ip.find_shards(src)
   with pytest.raises(ValueError, match="convert them once"):
     ip.find_shards(os.path.join(src, "*.tfrecord"))
+  vocab = tmp_path / "vocab.txt"
+  vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]",
+                              "the", "##s"]) + "\n")
   out = str(tmp_path / "converted")
-  ip.main([f"--input_file={src}/*.tfrecord", f"--output_dir={out}"])
+  ip.main([f"--input_file={src}/*.tfrecord", f"--output_dir={out}",
+           f"--vocab_file={vocab}"])
   manifest = ip.read_manifest(out)
   assert manifest["options"] == {"objective": "mlm_nsp",
                                  "max_seq_length": 16,
                                  "max_predictions_per_seq": 4,
                                  "masking": "static"}
   assert manifest["train"]["instances"] == 30
+  assert {k: v for k, v in manifest["vocab"].items() if k != "file"} == {
+      "size": 7, "pad_id": 0, "cls_id": 2, "sep_id": 3, "mask_id": 4}
+  with pytest.raises(FileNotFoundError, match="no-vocab.txt"):
+    ip.convert_tfrecords(f"{src}/*.tfrecord", out,
+                         vocab_file=str(tmp_path / "no-vocab.txt"))
   ds = make(out, global_batch_size=10, shuffle=False, num_epochs=1)
   got = [ds[s] for s in range(3)]
   # Record for record: shard 0 holds records 0, 2, ...; shard 1 1, 3, ...
@@ -403,7 +412,8 @@ def test_missing_data_is_one_clear_error(tmp_path):
   with pytest.raises(FileNotFoundError, match=r"nope-\*"):
     ip.find_shards(str(tmp_path / "nope-*.array_record"))
   with pytest.raises(FileNotFoundError, match="no TFRecord file matches"):
-    ip.convert_tfrecords(str(tmp_path / "*.tfrecord"), str(tmp_path / "o"))
+    ip.convert_tfrecords(str(tmp_path / "*.tfrecord"), str(tmp_path / "o"),
+                         vocab_file="vocab.txt")
 
 
 def test_shards_of_different_sequence_lengths_are_refused(tmp_path):
