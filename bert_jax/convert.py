@@ -355,6 +355,22 @@ def import_tf1(src: str, seed: int = 0, **config_overrides: Any
 
 # -- native format (Orbax) ---------------------------------------------------
 
+def _this_process_only() -> dict[str, Any]:
+  """Orbax options for a checkpoint this process handles alone.
+
+  Model files are written by one process (in a multi-host job, process 0
+  after gathering); Orbax must not wait at a barrier for the others.
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  if jax.process_count() == 1:
+    return {}
+  me = jax.process_index()
+  return {"multiprocessing_options": ocp.options.MultiprocessingOptions(
+      primary_host=me, active_processes={me},
+      barrier_sync_key_prefix=f"export_{me}")}
+
+
 def save_bert_jax(cfg: BertConfig, params: Params, vocab_file: str | None,
                   out_dir: str) -> str:
   """Writes bert_config.json, the vocab and an Orbax checkpoint of params."""
@@ -364,7 +380,7 @@ def save_bert_jax(cfg: BertConfig, params: Params, vocab_file: str | None,
   params_dir = os.path.join(out_dir, _NATIVE_PARAMS)
   if os.path.exists(params_dir):
     raise FileExistsError(f"{params_dir} exists; refusing to overwrite")
-  checkpointer = ocp.StandardCheckpointer()
+  checkpointer = ocp.StandardCheckpointer(**_this_process_only())
   checkpointer.save(params_dir, jax_to_numpy(params))
   checkpointer.wait_until_finished()
   config = cfg.to_json_dict() | {
@@ -385,7 +401,7 @@ def load_bert_jax(src: str, **config_overrides: Any
     raise ValueError(f"{src}/{_NATIVE_CONFIG}: not a bert_jax model "
                      "directory (no 'bert_jax' section)")
   cfg = BertConfig(**{**config["bert_jax"], **config_overrides})
-  params = ocp.StandardCheckpointer().restore(
+  params = ocp.StandardCheckpointer(**_this_process_only()).restore(
       os.path.abspath(os.path.join(src, _NATIVE_PARAMS)))
   params = jax_to_numpy(params)
   fresh = init_params(cfg)

@@ -47,7 +47,7 @@ def main(argv: Sequence[str]) -> None:
   try:
     results = train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
   except train.ConfigError as e:
-    raise app.UsageError(str(e)) from None
+    sys.exit(f"error: {e}")
   except train.NonFiniteLossError as e:
     logging.error("%s", e)
     sys.exit(f"stopped: {e}")
