@@ -413,17 +413,25 @@ def load_bert_jax(src: str, **config_overrides: Any
 
 # -- export to Hugging Face --------------------------------------------------
 
-def to_hf_tensors(cfg: BertConfig, params: Params) -> dict[str, np.ndarray]:
+def _named_tensors(cfg: BertConfig, params: Params, fmt: str
+                   ) -> dict[str, np.ndarray]:
+  """Our params under the names and layouts of `fmt` ('hf' or 'tf1')."""
   out = {}
   for row in _ROWS:
     if row.head and row.head not in params:
       continue
+    template, transpose = ((row.hf, row.hf_t) if fmt == "hf"
+                           else (row.tf1, row.tf1_t))
     value = np.asarray(_get(params, row.ours), np.float32)
     for i in (range(cfg.num_layers) if row.per_layer else [None]):
       x = _from_ours(value[i] if row.per_layer else value, row)
-      out[row.hf.format(i=i) if row.per_layer else row.hf] = np.ascontiguousarray(
-          x.T if row.hf_t else x)
+      name = template.format(i=i) if row.per_layer else template
+      out[name] = np.ascontiguousarray(x.T if transpose else x)
   return out
+
+
+def to_hf_tensors(cfg: BertConfig, params: Params) -> dict[str, np.ndarray]:
+  return _named_tensors(cfg, params, "hf")
 
 
 def export_hf(cfg: BertConfig, params: Params, vocab_file: str | None,
@@ -456,16 +464,7 @@ def export_hf(cfg: BertConfig, params: Params, vocab_file: str | None,
 
 def export_tf1_names(cfg: BertConfig, params: Params) -> dict[str, np.ndarray]:
   """Our params under Google's TF1 variable names (for writing with TF)."""
-  out = {}
-  for row in _ROWS:
-    if row.head and row.head not in params:
-      continue
-    value = np.asarray(_get(params, row.ours), np.float32)
-    for i in (range(cfg.num_layers) if row.per_layer else [None]):
-      x = _from_ours(value[i] if row.per_layer else value, row)
-      out[row.tf1.format(i=i) if row.per_layer else row.tf1] = (
-          x.T if row.tf1_t else x)
-  return out
+  return _named_tensors(cfg, params, "tf1")
 
 
 # -- detection and the one entry point ---------------------------------------
