@@ -1,7 +1,8 @@
 """Input-pipeline throughput on ONE CPU core: bert_jax vs a TF1-style tf.data.
 
     python bench/bench_input_pipeline.py [--core 0] [--records 32768]
-        [--seconds 5] [--batch_size 256] [--data_dir DIR] [--output r.json]
+        [--seconds 5] [--batch_size 256] [--devices 1] [--data_dir DIR]
+        [--output r.json]
 
 Writes realistic pre-training shards (seq 128, 20 predictions, random
 WordPiece ids, 10% short sequences as the original script makes them) as
@@ -132,6 +133,8 @@ def main() -> None:
   parser.add_argument("--seconds", type=float, default=5.0)
   parser.add_argument("--num_threads", type=int, default=4,
                       help="grain prefetch threads (all on the one core)")
+  parser.add_argument("--devices", type=int, default=1,
+                      help="CPU devices the global batch is sharded over")
   parser.add_argument("--data_dir", default=None,
                       help="where to write the shards (default: a temp dir)")
   parser.add_argument("--output", default=None, help="write results as JSON")
@@ -141,6 +144,9 @@ def main() -> None:
   os.sched_setaffinity(0, {args.core})
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
   os.environ.setdefault("JAX_PLATFORMS", "cpu")
+  os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
+                             " --xla_force_host_platform_device_count="
+                             f"{args.devices}")
   sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
       __file__))))
 
