@@ -30,11 +30,12 @@ arrays with `jax.make_array_from_process_local_data`; with the usual device
 order (process p's devices holding the p-th block of the batch axis) the
 global array is the one a single process would build.
 
-Speed. A dataset element is a whole host batch: one batched ArrayRecord
-read and one `tf.io.parse_example` call (~4 us/record, 7x faster than
-parsing protos one by one), prefetched by grain's thread pool; parsing
-releases the GIL, so threads suffice and no worker processes are needed.
-See bench/bench_input_pipeline.py.
+Speed. A dataset element is a whole host batch: its records read from
+ArrayRecord and parsed by one `tf.io.parse_example` call (~4 us a record,
+7x faster than parsing protos one by one), prefetched by grain's thread
+pool; reading and parsing release the GIL, so threads suffice and no worker
+processes are needed. One core gives ~40,000 sequences/s at seq 128 (the
+goal is 5,000); see bench/bench_input_pipeline.py.
 
 Dynamic masking. Records made with `--dynamic_masking` hold unmasked ids
 (plus `word_start` for whole-word masking); `masking.
@@ -43,10 +44,13 @@ Generator seeded by (seed, stream position): masks are a function of
 (seed, step), identical on any number of hosts, and new every epoch.
 
 TFRecord. TFRecord files (e.g. from Google's original script) have no
-random access. `convert_tfrecords` (or `python -m bert_jax.input_pipeline
---input_file='data/*.tfrecord' --output_dir=DIR --vocab_file=vocab.txt`) copies
-them once into ArrayRecord, record for record, and writes a manifest
-inferred from their features; the pipeline then reads DIR.
+random access. `convert_tfrecords`, or
+
+    python -m bert_jax.input_pipeline --input_file='data/*.tfrecord' \
+        --output_dir=DIR --vocab_file=vocab.txt
+
+copies them once into ArrayRecord, record for record, and writes a manifest
+inferred from their features; the pipeline (and the trainer) then read DIR.
 
 Two phases. `PhasedIterator` switches from one iterator (seq 128) to the
 next (seq 512) at a given step; its state holds the step and every phase's
@@ -95,6 +99,13 @@ class MaskingSpec:
   mask_ratios: tuple[float, float, float] = masking.DEFAULT_MASK_RATIOS
   whole_word_mask: bool = False
 
+  def __post_init__(self):
+    masking.check_mask_ratios(self.mask_ratios)
+    if not 0 < self.masked_lm_prob < 1 or self.max_predictions_per_seq < 1:
+      raise ValueError(f"masked_lm_prob={self.masked_lm_prob} must be in "
+                       "(0, 1) and max_predictions_per_seq="
+                       f"{self.max_predictions_per_seq} >= 1")
+
   @classmethod
   def from_manifest(cls, manifest: Mapping[str, Any] | None,
                     **overrides: Any) -> "MaskingSpec | None":
@@ -102,14 +113,18 @@ class MaskingSpec:
     if manifest is None or manifest.get("options", {}).get(
         "masking") != "dynamic":
       return None
-    o, v = manifest["options"], manifest["vocab"]
-    kwargs = dict(
-        vocab_size=v["size"], mask_id=v["mask_id"],
-        special_ids=(v["cls_id"], v["sep_id"], v["pad_id"]),
-        masked_lm_prob=o["masked_lm_prob"],
-        max_predictions_per_seq=o["max_predictions_per_seq"],
-        mask_ratios=tuple(o["mask_ratios"]),
-        whole_word_mask=o["do_whole_word_mask"])
+    try:
+      o, v = manifest["options"], manifest["vocab"]
+      kwargs = dict(
+          vocab_size=v["size"], mask_id=v["mask_id"],
+          special_ids=(v["cls_id"], v["sep_id"], v["pad_id"]),
+          masked_lm_prob=o["masked_lm_prob"],
+          max_predictions_per_seq=o["max_predictions_per_seq"],
+          mask_ratios=tuple(o["mask_ratios"]),
+          whole_word_mask=o["do_whole_word_mask"])
+    except KeyError as e:
+      raise ValueError(f"the {MANIFEST} of dynamic-masking data has no "
+                       f"{e.args[0]!r} entry") from e
     kwargs.update(overrides)
     return cls(**kwargs)
 
