@@ -76,7 +76,10 @@ def create_masked_lm_predictions(
   if num_tokens is None:
     nonzero = np.flatnonzero(ids)
     num_tokens = int(nonzero[-1]) + 1 if nonzero.size else 0
-  special = np.isin(ids[:num_tokens], np.fromiter(special_ids, np.int32))
+  head = ids[:num_tokens]
+  special = np.zeros(num_tokens, bool)
+  for sid in special_ids:  # a handful of ids: cheaper than np.isin
+    special |= head == sid
   candidates = np.flatnonzero(~special)
   positions = np.zeros(max_predictions_per_seq, np.int32)
   labels = np.zeros(max_predictions_per_seq, np.int32)
