@@ -235,3 +235,26 @@ def test_cli_round_trip(tmp_path):
                         str(tmp_path / "out")], capture_output=True,
                        text=True, env=env, check=False)
   assert res.returncode != 0 and "no model.safetensors" in res.stderr
+
+
+def test_pytorch_bin_with_bert_prefix_imports_like_safetensors(tmp_path):
+  path = minilm.model_path()
+  model = transformers.BertForPreTraining.from_pretrained(path)
+  directory = tmp_path / "bin"
+  directory.mkdir()
+  # A full BertForPreTraining state dict: `bert.` prefix and cls.* heads.
+  torch.save(model.state_dict(), directory / "pytorch_model.bin")
+  with open(os.path.join(path, "config.json")) as f:
+    (directory / "config.json").write_text(f.read())
+  assert convert.detect_format(str(directory)) == "hf"
+  _, from_bin, report = convert.import_hf(str(directory))
+  assert report.fresh_heads == []
+  _, from_st, _ = convert.import_hf(path)
+  a, b = convert._flatten(from_bin), convert._flatten(from_st)
+  encoder = [k for k in b if k.startswith("bert/")]
+  assert len(encoder) > 20
+  for k in encoder:  # identical to the safetensors import
+    np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+  np.testing.assert_array_equal(
+      from_bin["nsp"]["kernel"],
+      model.cls.seq_relationship.weight.detach().numpy().T)
