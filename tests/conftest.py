@@ -22,3 +22,9 @@ def data_dir(tmp_path_factory):
   train.prepare_data(test_train.tiny_config(),
                      str(tmp_path_factory.mktemp("w")), 32, 5, d)
   return d
+
+# libtpu (for bert_jax.plan) must not look for chips or a metadata server,
+# and several test processes may load it at once.
+os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
+os.environ.setdefault("TPU_SKIP_MDS_QUERY", "1")
+os.environ.setdefault("TPU_WORKER_HOSTNAMES", "localhost")
