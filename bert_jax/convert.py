@@ -125,6 +125,8 @@ _ROWS: list[_Row] = [
          "cls/seq_relationship/output_bias", head="nsp"),
 ]
 
+_HEADS = ("mlm", "nsp")
+
 # Present in real checkpoints, carrying nothing we need: HF's tied decoder
 # and position-id buffer; TF1's optimizer slots and step counter.
 _HF_IGNORED = ("bert.embeddings.position_ids", "cls.predictions.decoder.weight",
@@ -182,16 +184,19 @@ def _flatten(tree: Mapping, prefix: str = "") -> dict[str, Any]:
 
 @dataclasses.dataclass
 class ImportReport:
+  """What a load found: which pre-training heads were read, which are new."""
   source: str
   fmt: str
   fresh_heads: list[str]  # heads missing in the checkpoint, freshly built
   ignored: list[str]  # tensors present but deliberately unused
+  stored_heads: list[str] = dataclasses.field(default_factory=list)
 
   def __str__(self) -> str:
-    heads = ", ".join(self.fresh_heads) or "none"
-    return (f"imported {self.fmt} checkpoint {self.source}; freshly "
-            f"initialised heads: {heads}; ignored tensors: "
-            f"{len(self.ignored)}")
+    stored = ", ".join(self.stored_heads) or "none"
+    fresh = ", ".join(self.fresh_heads) or "none"
+    return (f"read {self.fmt} checkpoint {self.source}; heads read: "
+            f"{stored}; freshly initialised heads: {fresh}; ignored "
+            f"tensors: {len(self.ignored)}")
 
 
 def init_params(cfg: BertConfig, seed: int = 0, nsp: bool = True) -> Params:
@@ -202,29 +207,70 @@ def init_params(cfg: BertConfig, seed: int = 0, nsp: bool = True) -> Params:
   return jax_to_numpy(nnx.to_pure_dict(nnx.state(module, nnx.Param)))
 
 
+def param_shapes(cfg: BertConfig) -> dict[str, Any]:
+  """The BertForPreTraining parameter shapes, without materialising them."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from flax import nnx  # pylint: disable=g-import-not-at-top
+  from bert_jax import heads  # pylint: disable=g-import-not-at-top
+  module = nnx.eval_shape(
+      lambda: heads.BertForPreTraining(cfg, rngs=nnx.Rngs(0)))
+  return jax.tree.map(lambda x: tuple(x.shape),
+                      nnx.to_pure_dict(nnx.state(module, nnx.Param)))
+
+
 def jax_to_numpy(tree: Any) -> Any:
   if isinstance(tree, Mapping):
     return {str(k): jax_to_numpy(v) for k, v in tree.items()}
   return np.asarray(tree)
 
 
+def _add_fresh_heads(cfg: BertConfig, params: Params, seed: int
+                     ) -> list[str]:
+  """Initialises the heads `params` lacks; returns their names."""
+  missing = [h for h in _HEADS if h not in params]
+  if missing:
+    fresh = init_params(cfg, seed)
+    for head in missing:
+      params[head] = fresh[head]
+  return missing
+
+
+def _problems_error(source: str, fmt: str, missing: Sequence[str],
+                    unexpected: Sequence[str], misshaped: Sequence[str]
+                    ) -> ValueError | None:
+  problems = ([f"missing: {m}" for m in missing]
+              + [f"unexpected: {u}" for u in unexpected]
+              + [f"mis-shaped: {s}" for s in misshaped])
+  if not problems:
+    return None
+  return ValueError(f"{source}: the {fmt} checkpoint does not match the "
+                    f"model config ({len(problems)} problems):\n  "
+                    + "\n  ".join(problems))
+
+
 def _assemble(cfg: BertConfig, lookup: Callable[[_Row, int | None], Any],
               available: set[str], names_of: Callable[[_Row, int | None], str],
               transposed: Callable[[_Row], bool], source: str, fmt: str,
-              ignored: list[str], seed: int) -> tuple[Params, ImportReport]:
-  """Builds our params from a name->tensor source, checking everything."""
-  fresh = init_params(cfg, seed)
+              ignored: list[str], extra_problems: Sequence[str] = ()
+              ) -> tuple[Params, ImportReport]:
+  """Builds our params from a name->tensor source, checking everything.
+
+  Heads the source lacks entirely are left out (the caller decides whether
+  to initialise them); a head present only in part is an error.
+  """
+  shapes = param_shapes(cfg)
   params: Params = {}
   used: set[str] = set()
-  missing, misshaped = [], []
+  missing, misshaped = [], list(extra_problems)
   heads_present = {
       head: any(names_of(r, 0 if r.per_layer else None) in available
                 for r in _ROWS if r.head == head)
-      for head in ("mlm", "nsp")}
+      for head in _HEADS}
   for row in _ROWS:
     if row.head and not heads_present[row.head]:
       continue
-    want = np.asarray(_get(fresh, row.ours)).shape
+    want = _get(shapes, row.ours)
+    per_shape = want[1:] if row.per_layer else want
     layers = range(cfg.num_layers) if row.per_layer else [None]
     values = []
     for i in layers:
@@ -239,32 +285,21 @@ def _assemble(cfg: BertConfig, lookup: Callable[[_Row, int | None], Any],
       try:
         x = _to_ours(x, row, cfg)
       except ValueError:
-        pass
-      values.append((name, x))
-    per_shape = want[1:] if row.per_layer else want
-    for name, x in values:
+        pass  # reported as mis-shaped just below, with the others
       if x.shape != per_shape:
         misshaped.append(f"{name}: shape {x.shape} (as ours), expected "
                          f"{per_shape}")
-    if len(values) == len(layers) and all(x.shape == per_shape
-                                          for _, x in values):
-      stacked = (np.stack([x for _, x in values]) if row.per_layer
-                 else values[0][1])
-      _set(params, row.ours, stacked)
+      else:
+        values.append(x)
+    if len(values) == len(layers):
+      _set(params, row.ours, np.stack(values) if row.per_layer else values[0])
+  # More layers in the checkpoint than in its config shows up here too.
   unexpected = sorted(available - used - set(ignored))
-  problems = ([f"missing: {m}" for m in missing]
-              + [f"unexpected: {u}" for u in unexpected]
-              + [f"mis-shaped: {s}" for s in misshaped])
-  if problems:
-    raise ValueError(f"{source}: the {fmt} checkpoint does not match the "
-                     f"model config ({len(problems)} problems):\n  "
-                     + "\n  ".join(problems))
-  fresh_heads = []
-  for head, present in heads_present.items():
-    if not present:
-      params[head] = fresh[head]
-      fresh_heads.append(head)
-  return params, ImportReport(source, fmt, fresh_heads, sorted(ignored))
+  error = _problems_error(source, fmt, missing, unexpected, misshaped)
+  if error:
+    raise error
+  return params, ImportReport(source, fmt, [], sorted(ignored),
+                              [h for h in _HEADS if heads_present[h]])
 
 
 def _read_json(path: str) -> dict:
@@ -287,9 +322,63 @@ def _hf_weights_file(src: str) -> str:
                           "pytorch_model.bin found")
 
 
-def import_hf(src: str, seed: int = 0, **config_overrides: Any
+# 'pretraining': BertForPreTraining params, heads the checkpoint lacks fresh;
+# 'encoder': the BertModel params alone; 'as_stored': what the checkpoint
+# holds, heads only if it has them (conversion, so that random heads are
+# never written out as if they were trained).
+TASKS = ("pretraining", "encoder", "as_stored")
+
+
+def _check_task(task: str) -> None:
+  if task not in TASKS:
+    raise ValueError(f"task={task!r}: expected one of {TASKS}")
+
+
+def _finish(cfg: BertConfig, params: Params, report: ImportReport,
+            task: str, seed: int) -> tuple[BertConfig, Params, ImportReport]:
+  """Adds fresh heads for pre-training, or keeps the encoder alone."""
+  if task == "pretraining":
+    report.fresh_heads = _add_fresh_heads(cfg, params, seed)
+    return cfg, params, report
+  if task == "encoder":
+    return cfg, params["bert"], report
+  _check_task(task)
+  return cfg, params, report
+
+
+def _untied_decoder(tensors: Mapping[str, np.ndarray]) -> list[str]:
+  """BertForPreTraining ties the MLM decoder; an untied one cannot load."""
+  problems = []
+  for decoder, tied_to in (
+      ("cls.predictions.decoder.weight",
+       "bert.embeddings.word_embeddings.weight"),
+      ("cls.predictions.decoder.bias", "cls.predictions.bias")):
+    if (decoder in tensors and tied_to in tensors
+        and not np.array_equal(tensors[decoder], tensors[tied_to])):
+      problems.append(f"{decoder}: differs from {tied_to}, but the decoder "
+                      "is tied to it here (an untied decoder is not "
+                      "supported)")
+  return problems
+
+
+def import_hf(src: str, seed: int = 0, *, task: str = "pretraining",
+              **config_overrides: Any
               ) -> tuple[BertConfig, Params, ImportReport]:
-  """Reads a Hugging Face BERT directory (or weights file beside config)."""
+  """Reads a Hugging Face BERT directory (or a weights file beside its config).
+
+  Args:
+    src: a directory with config.json and model.safetensors or
+      pytorch_model.bin, or one of those weights files.
+    seed: initialises the pre-training heads the checkpoint lacks.
+    task: 'pretraining' (BertForPreTraining params, missing heads fresh),
+      'encoder' (the BertModel params alone) or 'as_stored' (heads only if
+      the checkpoint has them).
+    **config_overrides: BertConfig fields to change (e.g. dtype='bfloat16').
+
+  Returns:
+    (config, params as a nested dict of numpy arrays, report).
+  """
+  _check_task(task)
   weights = _hf_weights_file(src)
   directory = os.path.dirname(weights)
   cfg = BertConfig.from_json_dict(
@@ -314,16 +403,29 @@ def import_hf(src: str, seed: int = 0, **config_overrides: Any
   names = lambda r, i: r.hf.format(i=i) if r.per_layer else r.hf
   params, report = _assemble(
       cfg, lambda r, i: tensors[names(r, i)], set(tensors), names,
-      lambda r: r.hf_t, weights, "hf", ignored, seed)
-  return cfg, params, report
+      lambda r: r.hf_t, weights, "hf", ignored, _untied_decoder(tensors))
+  return _finish(cfg, params, report, task, seed)
 
 
 def _tf1_prefix(src: str) -> str:
+  """The checkpoint prefix (`.../bert_model.ckpt`) for a path or directory."""
   if os.path.isdir(src):
     found = sorted(glob.glob(os.path.join(src, "*.ckpt*.index")))
     if not found:
       raise FileNotFoundError(f"{src}: no TF1 checkpoint (*.ckpt.index)")
-    return found[0][:-len(".index")]
+    if len(found) == 1:
+      return found[0][:-len(".index")]
+    if os.path.exists(os.path.join(src, "bert_model.ckpt.index")):
+      return os.path.join(src, "bert_model.ckpt")
+    # A training directory: TF's `checkpoint` file names the newest.
+    if os.path.exists(os.path.join(src, "checkpoint")):
+      import tensorflow as tf  # pylint: disable=g-import-not-at-top
+      latest = tf.train.latest_checkpoint(src)
+      if latest:
+        return latest
+    raise ValueError(f"{src}: several TF1 checkpoints "
+                     f"({', '.join(os.path.basename(f) for f in found)}); "
+                     "pass the one to use, e.g. DIR/model.ckpt-1000")
   if src.endswith(".index"):
     return src[:-len(".index")]
   if not os.path.exists(src + ".index"):
@@ -331,9 +433,17 @@ def _tf1_prefix(src: str) -> str:
   return src
 
 
-def import_tf1(src: str, seed: int = 0, **config_overrides: Any
+def import_tf1(src: str, seed: int = 0, *, task: str = "pretraining",
+               **config_overrides: Any
                ) -> tuple[BertConfig, Params, ImportReport]:
-  """Reads Google's TF1 checkpoint (needs tensorflow)."""
+  """Reads Google's TF1 checkpoint (needs tensorflow).
+
+  `src` is the prefix (`DIR/bert_model.ckpt`), its `.index` file or `DIR`;
+  bert_config.json must be beside it. TF1's 'gelu' is the tanh form, so the
+  config gets hidden_act='gelu_tanh' (override with hidden_act=...). Other
+  arguments as for `import_hf`.
+  """
+  _check_task(task)
   prefix = _tf1_prefix(src)
   cfg = BertConfig.from_json_dict(
       _read_json(os.path.join(os.path.dirname(prefix), "bert_config.json")),
@@ -349,8 +459,8 @@ def import_tf1(src: str, seed: int = 0, **config_overrides: Any
   names = lambda r, i: r.tf1.format(i=i) if r.per_layer else r.tf1
   params, report = _assemble(
       cfg, lambda r, i: reader.get_tensor(names(r, i)), available, names,
-      lambda r: r.tf1_t, prefix, "tf1", ignored, seed)
-  return cfg, params, report
+      lambda r: r.tf1_t, prefix, "tf1", ignored)
+  return _finish(cfg, params, report, task, seed)
 
 
 # -- native format (Orbax) ---------------------------------------------------
@@ -371,44 +481,93 @@ def _this_process_only() -> dict[str, Any]:
       barrier_sync_key_prefix=f"export_{me}")}
 
 
+def check_params(cfg: BertConfig, params: Params, source: str,
+                 fmt: str = "bert_jax") -> Params:
+  """Checks a BertForPreTraining (or bare BertModel) params dict.
+
+  Returns it in the BertForPreTraining layout ({'bert': ..., heads}). Heads
+  may be absent as a whole; anything else missing, unexpected or mis-shaped
+  raises one error listing it all.
+  """
+  if "bert" not in params and "embeddings" in params:
+    params = {"bert": params}
+  want = _flatten(param_shapes(cfg))
+  have = _flatten(params)
+  heads_present = {h for h in _HEADS if h in params}
+  missing = sorted(k for k in want if k not in have
+                   and k.split("/")[0] not in set(_HEADS) - heads_present)
+  unexpected = sorted(k for k in have if k not in want)
+  misshaped = sorted(f"{k}: shape {np.shape(have[k])}, expected {want[k]}"
+                     for k in want if k in have
+                     and tuple(np.shape(have[k])) != want[k])
+  error = _problems_error(source, fmt, missing, unexpected, misshaped)
+  if error:
+    raise error
+  return params
+
+
+def _copy_vocab(vocab_file: str | None, out_dir: str, name: str | None
+                ) -> None:
+  if vocab_file:
+    shutil.copy(vocab_file,
+                os.path.join(out_dir, name or os.path.basename(vocab_file)))
+
+
 def save_bert_jax(cfg: BertConfig, params: Params, vocab_file: str | None,
                   out_dir: str) -> str:
-  """Writes bert_config.json, the vocab and an Orbax checkpoint of params."""
+  """Writes bert_config.json, the vocab and an Orbax checkpoint of params.
+
+  `params`: BertForPreTraining params (heads optional) or a bare BertModel's,
+  as nested dicts of arrays. The Orbax directory is written last (and
+  atomically), so its presence marks a complete model directory.
+  """
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
   out_dir = os.path.abspath(out_dir)
-  os.makedirs(out_dir, exist_ok=True)
   params_dir = os.path.join(out_dir, _NATIVE_PARAMS)
   if os.path.exists(params_dir):
     raise FileExistsError(f"{params_dir} exists; refusing to overwrite")
-  checkpointer = ocp.StandardCheckpointer(**_this_process_only())
-  checkpointer.save(params_dir, jax_to_numpy(params))
-  checkpointer.wait_until_finished()
-  config = cfg.to_json_dict() | {
-      "bert_jax": {k: v for k, v in dataclasses.asdict(cfg).items()}}
+  params = check_params(cfg, jax_to_numpy(params), out_dir)
+  os.makedirs(out_dir, exist_ok=True)
+  config = cfg.to_json_dict() | {"bert_jax": dataclasses.asdict(cfg)}
   with open(os.path.join(out_dir, _NATIVE_CONFIG), "w") as f:
     json.dump(config, f, indent=2)
-  if vocab_file:
-    shutil.copy(vocab_file, os.path.join(out_dir,
-                                         os.path.basename(vocab_file)))
+  _copy_vocab(vocab_file, out_dir, None)
+  checkpointer = ocp.StandardCheckpointer(**_this_process_only())
+  checkpointer.save(params_dir, params)
+  checkpointer.wait_until_finished()
   return out_dir
 
 
-def load_bert_jax(src: str, **config_overrides: Any
+def load_bert_jax(src: str, seed: int = 0, *, task: str = "pretraining",
+                  **config_overrides: Any
                   ) -> tuple[BertConfig, Params, ImportReport]:
+  """Reads a model directory written by `save_bert_jax`.
+
+  Arguments as for `import_hf`; the params come back bit for bit.
+  """
+  _check_task(task)
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
-  config = _read_json(os.path.join(src, _NATIVE_CONFIG))
+  config_file = os.path.join(src, _NATIVE_CONFIG)
+  config = _read_json(config_file)
   if "bert_jax" not in config:
-    raise ValueError(f"{src}/{_NATIVE_CONFIG}: not a bert_jax model "
-                     "directory (no 'bert_jax' section)")
+    raise ValueError(f"{config_file}: not a bert_jax model directory (no "
+                     "'bert_jax' section)")
+  fields = {f.name for f in dataclasses.fields(BertConfig)}
+  unknown = sorted(set(config["bert_jax"]) - fields)
+  if unknown:
+    raise ValueError(f"{config_file}: unknown BertConfig fields {unknown} "
+                     "(written by a newer bert_jax?)")
   cfg = BertConfig(**{**config["bert_jax"], **config_overrides})
-  params = ocp.StandardCheckpointer(**_this_process_only()).restore(
-      os.path.abspath(os.path.join(src, _NATIVE_PARAMS)))
-  params = jax_to_numpy(params)
-  fresh = init_params(cfg)
-  fresh_heads = [h for h in ("mlm", "nsp") if h not in params]
-  for head in fresh_heads:
-    params[head] = fresh[head]
-  return cfg, params, ImportReport(src, "bert_jax", fresh_heads, [])
+  params_dir = os.path.abspath(os.path.join(src, _NATIVE_PARAMS))
+  if not os.path.isdir(params_dir):
+    raise FileNotFoundError(f"{src}: no Orbax checkpoint at {params_dir}")
+  params = jax_to_numpy(
+      ocp.StandardCheckpointer(**_this_process_only()).restore(params_dir))
+  params = check_params(cfg, params, src)
+  report = ImportReport(src, "bert_jax", [], [],
+                        [h for h in _HEADS if h in params])
+  return _finish(cfg, params, report, task,
+                 seed)
 
 
 # -- export to Hugging Face --------------------------------------------------
@@ -436,12 +595,19 @@ def to_hf_tensors(cfg: BertConfig, params: Params) -> dict[str, np.ndarray]:
 
 def export_hf(cfg: BertConfig, params: Params, vocab_file: str | None,
               out_dir: str) -> str:
-  """config.json + model.safetensors (+ vocab.txt) for transformers."""
+  """config.json + model.safetensors (+ vocab.txt) for transformers.
+
+  With both heads, `transformers.BertForPreTraining.from_pretrained` loads
+  it with no missing or unexpected keys; without heads, `BertModel` does.
+  Existing files of those names in `out_dir` are replaced.
+  """
   from safetensors.numpy import save_file  # pylint: disable=g-import-not-at-top
-  os.makedirs(out_dir, exist_ok=True)
+  params = check_params(cfg, jax_to_numpy(params), out_dir, "hf")
   tensors = to_hf_tensors(cfg, params)
-  has_heads = "cls.predictions.bias" in tensors
-  if has_heads:
+  os.makedirs(out_dir, exist_ok=True)
+  has_mlm = "cls.predictions.bias" in tensors
+  has_nsp = "cls.seq_relationship.bias" in tensors
+  if has_mlm:
     # transformers ties these to the embedding and the output bias; writing
     # them keeps loaders that do not tie happy too.
     tensors["cls.predictions.decoder.weight"] = tensors[
@@ -451,14 +617,21 @@ def export_hf(cfg: BertConfig, params: Params, vocab_file: str | None,
             metadata={"format": "pt"})
   config = cfg.to_json_dict() | {
       "model_type": "bert",
-      "architectures": ["BertForPreTraining" if has_heads else "BertModel"],
+      "architectures": [
+          "BertForPreTraining" if has_mlm and has_nsp
+          else "BertForMaskedLM" if has_mlm
+          else "BertForNextSentencePrediction" if has_nsp
+          else "BertModel"],
       "pad_token_id": 0,
       "position_embedding_type": "absolute",
   }
   with open(os.path.join(out_dir, "config.json"), "w") as f:
     json.dump(config, f, indent=2)
-  if vocab_file:
-    shutil.copy(vocab_file, os.path.join(out_dir, "vocab.txt"))
+  # BertTokenizer wants a WordPiece vocab.txt; a SentencePiece model keeps
+  # its name (transformers' BERT tokenizers cannot read it).
+  _copy_vocab(vocab_file, out_dir,
+              "vocab.txt" if vocab_file and vocab_file.endswith(".txt")
+              else None)
   return out_dir
 
 
@@ -492,41 +665,49 @@ def detect_format(path: str) -> str:
 
 
 def find_vocab(path: str) -> str | None:
+  """The vocab.txt (or SentencePiece model) beside a checkpoint, if any."""
   directory = path if os.path.isdir(path) else os.path.dirname(path)
   for name in ("vocab.txt", "spm.model", "sentencepiece.model"):
     candidate = os.path.join(directory, name)
     if os.path.exists(candidate):
       return candidate
-  return None
+  models = glob.glob(os.path.join(directory, "*.model"))
+  return models[0] if len(models) == 1 else None
 
 
-def load_pretrained(path: str, fmt: str | None = None, seed: int = 0,
-                    **config_overrides: Any
+def load_pretrained(path: str, fmt: str | None = None, seed: int = 0, *,
+                    task: str = "pretraining", **config_overrides: Any
                     ) -> tuple[BertConfig, Params, ImportReport]:
-  """Any of the three formats -> (config, BertForPreTraining params, report).
+  """Any of the three formats -> (config, params, report).
 
-  For an encoder alone, use `params['bert']` with a BertModel.
+  Args:
+    path: a bert_jax model directory, a Hugging Face directory (or weights
+      file) or a TF1 checkpoint (prefix, .index file or directory).
+    fmt: 'bert_jax', 'hf' or 'tf1'; detected from the files when None.
+    seed: initialises the pre-training heads the checkpoint lacks.
+    task: one of TASKS: 'pretraining' gives BertForPreTraining params (the
+      report names the freshly initialised heads), 'encoder' BertModel's.
+    **config_overrides: BertConfig fields to change (e.g. dtype='bfloat16').
   """
+  _check_task(task)
   fmt = fmt or detect_format(path)
-  if fmt == "hf":
-    return import_hf(path, seed, **config_overrides)
-  if fmt == "tf1":
-    return import_tf1(path, seed, **config_overrides)
-  if fmt == "bert_jax":
-    return load_bert_jax(path, **config_overrides)
-  raise ValueError(f"unknown checkpoint format {fmt!r}; expected one of "
-                   f"{FORMATS}")
+  loaders = {"hf": import_hf, "tf1": import_tf1, "bert_jax": load_bert_jax}
+  if fmt not in loaders:
+    raise ValueError(f"unknown checkpoint format {fmt!r}; expected one of "
+                     f"{FORMATS}")
+  return loaders[fmt](path, seed, task=task, **config_overrides)
 
 
 def convert(src: str, dst: str, from_fmt: str, to_fmt: str) -> ImportReport:
-  cfg, params, report = load_pretrained(src, from_fmt)
+  """Converts a checkpoint; heads it lacks stay absent (none are invented)."""
+  if to_fmt not in ("bert_jax", "hf"):
+    raise ValueError(f"--to={to_fmt!r}: expected bert_jax or hf")
+  cfg, params, report = load_pretrained(src, from_fmt, task="as_stored")
   vocab = find_vocab(src if from_fmt != "tf1" else _tf1_prefix(src))
   if to_fmt == "bert_jax":
     save_bert_jax(cfg, params, vocab, dst)
-  elif to_fmt == "hf":
-    export_hf(cfg, params, vocab, dst)
   else:
-    raise ValueError(f"--to={to_fmt!r}: expected bert_jax or hf")
+    export_hf(cfg, params, vocab, dst)
   return report
 
 
@@ -536,10 +717,15 @@ def main(argv: Sequence[str]) -> None:
   if len(argv) != 3:
     raise app.UsageError("usage: python -m bert_jax.convert "
                          "--from={hf,tf1,bert_jax} --to={bert_jax,hf} SRC DST")
-  report = convert(argv[1], argv[2], flags.FLAGS["from"].value,
-                   flags.FLAGS.to)
+  src, dst = argv[1:]
+  try:
+    report = convert(src, dst, flags.FLAGS["from"].value, flags.FLAGS.to)
+  except (FileNotFoundError, FileExistsError, ValueError, ImportError) as e:
+    # One clear message, no traceback: these are all about the input.
+    raise SystemExit(f"convert: {e}") from e
   print(report)
-  print(f"wrote {flags.FLAGS.to} checkpoint to {argv[2]}")
+  print(f"wrote {flags.FLAGS.to} checkpoint to {dst} (heads: "
+        f"{', '.join(report.stored_heads) or 'none'})")
 
 
 def define_flags() -> None:

@@ -65,7 +65,7 @@ class FeatureExtractor:
     from bert_jax import model as model_lib  # pylint: disable=g-import-not-at-top
     from bert_jax import tokenization  # pylint: disable=g-import-not-at-top
 
-    cfg, params, report = convert.load_pretrained(checkpoint)
+    cfg, params, report = convert.load_pretrained(checkpoint, task="encoder")
     logging.info("%s", report)
     if max_seq_length > cfg.max_position_embeddings:
       raise ValueError(f"--max_seq_length={max_seq_length} exceeds the "
@@ -84,9 +84,10 @@ class FeatureExtractor:
     self.batch_size = batch_size
     self.num_truncated = 0
 
-    graphdef, state = nnx.split(model_lib.BertModel(self.cfg,
-                                                    rngs=nnx.Rngs(0)))
-    nnx.replace_by_pure_dict(state, params["bert"])
+    # Only the structure is needed from the module: the values are loaded.
+    graphdef, state = nnx.split(nnx.eval_shape(
+        lambda: model_lib.BertModel(self.cfg, rngs=nnx.Rngs(0))))
+    nnx.replace_by_pure_dict(state, params)
     # Hidden states are [embeddings, layer 0, ..., layer L-1]; keep the
     # asked layers only, so just those leave the device.
     picked = np.array([1 + (l % cfg.num_layers) for l in self.layers])
