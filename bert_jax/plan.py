@@ -18,8 +18,8 @@ no TPU is touched.
 from __future__ import annotations
 
 import json
-import math
 import os
+import re
 import sys
 import time
 from collections.abc import Sequence
@@ -30,6 +30,7 @@ from absl import flags
 from ml_collections import config_flags
 
 HBM_BYTES_V3 = 16 * 1024**3
+_OOM = re.compile(r"RESOURCE_EXHAUSTED.*?required for [^(]*\(([\d.]+)G\)", re.S)
 
 # v3-N names TensorCores; two cores per chip; libtpu names the chip grid.
 TOPOLOGIES = {
@@ -147,10 +148,21 @@ def plan(config, topology: str, search: bool, hbm_bytes: int = HBM_BYTES_V3,
   for mesh, micro in tries:
     try:
       r = compile_step(config, devices, mesh, micro)
+      r["fits"] = r["per_core_bytes"] <= hbm_bytes
     except ValueError as e:
       log(f"mesh {mesh} x{micro} micro-batches: skipped ({e})")
       continue
-    r["fits"] = r["per_core_bytes"] <= hbm_bytes
+    except Exception as e:  # pylint: disable=broad-except
+      # XLA refuses to compile what cannot fit the TPU's HBM at all.
+      m = _OOM.search(str(e))
+      if m is None:
+        raise
+      r = {"mesh": dict(zip(("data", "fsdp", "tensor"), mesh)),
+           "micro_batches": micro,
+           "per_core_bytes": int(float(m.group(1)) * 2**30),
+           "flops_per_step": float("nan"),
+           "xla_cost_flops_per_step": float("nan"),
+           "compile_seconds": float("nan"), "fits": False}
     results.append(r)
     log(f"mesh data={mesh[0]} fsdp={mesh[1]} tensor={mesh[2]}, "
         f"{micro} micro-batch(es): {r['per_core_bytes'] / 2**30:.2f} GiB "
