@@ -1,6 +1,5 @@
 """Shared fixtures for tests on the real all-MiniLM-L6-v2 weights."""
 
-import os
 
 import numpy as np
 import pytest

@@ -66,7 +66,6 @@ def test_truncation_counted_and_all_formats(tmp_path):
   inp.write_text("word " * 500 + "\nshort line ||| " + "other " * 300 + "\n\n")
   outs = []
   for ckpt in (path, native):
-    out = tmp_path / f"out{len(outs)}.jsonl"
     ex = extract_features.FeatureExtractor(ckpt, layers="-1",
                                            max_seq_length=16, batch_size=4)
     records = list(ex.features(inp.read_text().splitlines()))

@@ -51,11 +51,9 @@ def test_nsp_fraction_lengths_and_segments(kjv_docs, vocab):
   # 50% random B, plus every one-sentence chunk: a little above 0.5.
   assert 0.5 < labels.mean() < 0.6, labels.mean()
   for inst in insts[:2000]:
-    ids, mask, seg = inst["input_ids"], inst["input_mask"], inst["segment_ids"]
+    mask, seg = inst["input_mask"], inst["segment_ids"]
     n = int(mask.sum())
     assert n <= 128 and mask[:n].all() and not mask[n:].any()
-    seps = np.flatnonzero(inst["masked_lm_ids"] == 0)  # not informative
-    del seps
     # [CLS] A [SEP] B [SEP]: segment 0 up to and including the first [SEP].
     assert seg[0] == 0 and seg[n - 1] == 1 and not seg[n:].any()
     first_b = int(np.argmax(seg))
@@ -300,7 +298,6 @@ def test_dynamic_masking_in_the_pipeline(tmp_path):
                                    process_index=0, process_count=1)
   a, b = ds[3], ds[3]
   np.testing.assert_array_equal(a["input_ids"], b["input_ids"])  # (seed, step)
-  epoch = len(ds) // 1  # noqa
   n_records = sum(s["records"] for s in m["train"]["shards"])
   later = ds[3 + n_records // 8]  # the same records, next epoch
   assert a["masked_lm_weights"].sum() > 0

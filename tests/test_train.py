@@ -260,7 +260,6 @@ def test_bad_config_fails_before_compiling(override, message, tmp_path,
   extra = [override]
   if "data_dir" in override:
     extra.append("--config.data.input_file=/nonexistent/*.txt")
-  args = [a for a in [] ]
   rc, out = _main(str(tmp_path / "w"), data_dir, *extra)
   assert rc != 0
   assert message in out, out[-2000:]
