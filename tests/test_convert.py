@@ -2,7 +2,6 @@
 
 import json
 import os
-import re
 import subprocess
 import sys
 
@@ -22,7 +21,8 @@ transformers = pytest.importorskip("transformers")
 
 def _ours_encoder(cfg, params, batch):
   cfg = cfg.replace(hidden_dropout_prob=0.0, attention_dropout_prob=0.0)
-  graphdef, state = nnx.split(model_lib.BertModel(cfg, rngs=nnx.Rngs(0)))
+  graphdef, state = nnx.split(nnx.eval_shape(
+      lambda: model_lib.BertModel(cfg, rngs=nnx.Rngs(0))))
   nnx.replace_by_pure_dict(state, params["bert"])
   out = nnx.merge(graphdef, state)(batch["input_ids"], batch["segment_ids"],
                                    batch["input_mask"])
@@ -76,57 +76,9 @@ def test_hf_import_matches_transformers():
     convert.load_pretrained(minilm.model_path(), task="classifier")
 
 
-def _tf1_name(hf_name):
-  """Google's TF1 variable name for a transformers key (written by hand)."""
-  name = hf_name
-  name = re.sub(r"layer\.(\d+)\.", r"layer_\1.", name)
-  name = name.replace("attention.self.", "attention/self/")
-  name = name.replace(".LayerNorm.weight", "/LayerNorm/gamma")
-  name = name.replace(".LayerNorm.bias", "/LayerNorm/beta")
-  name = name.replace("cls.predictions.bias", "cls/predictions/output_bias")
-  name = name.replace("cls.seq_relationship.weight",
-                      "cls/seq_relationship/output_weights")
-  name = name.replace("cls.seq_relationship.bias",
-                      "cls/seq_relationship/output_bias")
-  if name.endswith("_embeddings.weight"):
-    name = name[:-len(".weight")]
-  name = name.replace(".weight", "/kernel").replace(".bias", "/bias")
-  return name.replace(".", "/")
-
-
-def _write_tf1_checkpoint(directory, hf_state, config):
-  tf = pytest.importorskip("tensorflow")
-  os.makedirs(directory, exist_ok=True)
-  graph = tf.Graph()
-  with graph.as_default():
-    for key, value in hf_state.items():
-      if key in ("embeddings.position_ids",):
-        continue
-      key = key if key.startswith(("bert.", "cls.")) else f"bert.{key}"
-      value = value.numpy()
-      name = _tf1_name(key)
-      # TF1 dense kernels are [in, out]; torch Linear weights are [out, in].
-      if name.endswith("/kernel"):
-        value = value.T
-      tf.compat.v1.Variable(value, name=name)
-    tf.compat.v1.Variable(7, name="global_step", dtype=tf.int64)
-    saver = tf.compat.v1.train.Saver()
-    with tf.compat.v1.Session() as sess:
-      sess.run(tf.compat.v1.global_variables_initializer())
-      saver.save(sess, os.path.join(directory, "bert_model.ckpt"))
-  with open(os.path.join(directory, "bert_config.json"), "w") as f:
-    json.dump(config, f)
-
-
-def test_tf1_checkpoint_written_by_tensorflow_imports(tmp_path):
+def test_tf1_checkpoint_written_by_tensorflow_imports(tmp_path_factory):
   path = minilm.model_path()
-  hf = transformers.BertForPreTraining.from_pretrained(path).eval()
-  state = {k: v for k, v in hf.state_dict().items()
-           if "decoder" not in k}
-  with open(os.path.join(path, "config.json")) as f:
-    config = json.load(f)
-  ckpt = str(tmp_path / "tf1")
-  _write_tf1_checkpoint(ckpt, state, config)
+  ckpt, hf_state = minilm.tf1_checkpoint(tmp_path_factory)
   cfg, params, report = convert.load_pretrained(ckpt)
   assert report.fmt == "tf1" and report.fresh_heads == []
   assert "global_step" in report.ignored
@@ -142,13 +94,17 @@ def test_tf1_checkpoint_written_by_tensorflow_imports(tmp_path):
   _assert_outputs_close(_ours_encoder(cfg_exact, params_exact, batch),
                         _hf_encoder(path, batch), batch["input_mask"])
   # The heads came through too (HF's cls.* under TF1 names).
+  np.testing.assert_array_equal(params["nsp"]["kernel"],
+                                hf_state["cls.seq_relationship.weight"].T)
   np.testing.assert_array_equal(
-      params["nsp"]["kernel"], hf.cls.seq_relationship.weight.detach().numpy().T)
+      params["mlm"]["transform"]["kernel"],
+      hf_state["cls.predictions.transform.dense.weight"].T)
 
 
 def _ours_pretraining_logits(cfg, params, batch):
   cfg = cfg.replace(hidden_dropout_prob=0.0, attention_dropout_prob=0.0)
-  graphdef, state = nnx.split(heads.BertForPreTraining(cfg, rngs=nnx.Rngs(0)))
+  graphdef, state = nnx.split(nnx.eval_shape(
+      lambda: heads.BertForPreTraining(cfg, rngs=nnx.Rngs(0))))
   nnx.replace_by_pure_dict(state, params)
   b, length = batch["input_ids"].shape
   positions = np.tile(np.arange(length, dtype=np.int32), (b, 1))

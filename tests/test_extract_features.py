@@ -2,7 +2,6 @@
 
 import json
 import os
-import shutil
 
 import numpy as np
 import pytest
@@ -57,7 +56,8 @@ def test_schema_values_and_pairs(tmp_path):
         assert all(round(v, 6) == v for v in layer["values"][:20])
 
 
-def test_truncation_counted_and_all_formats(tmp_path):
+def test_truncation_counted_and_all_formats(tmp_path,
+                                            tmp_path_factory):
   path = minilm.model_path()
   native = str(tmp_path / "native")
   cfg, params, _ = convert.import_hf(path)
@@ -74,13 +74,7 @@ def test_truncation_counted_and_all_formats(tmp_path):
     outs.append(records)
   assert outs[0] == outs[1]
   # Google's TF1 format too (tanh GELU, so values differ a little).
-  from tests.test_convert import _write_tf1_checkpoint  # pylint: disable=g-import-not-at-top
-  hf = transformers.BertForPreTraining.from_pretrained(path)
-  tf1 = str(tmp_path / "tf1")
-  with open(os.path.join(path, "config.json")) as f:
-    _write_tf1_checkpoint(tf1, {k: v for k, v in hf.state_dict().items()
-                                if "decoder" not in k}, json.load(f))
-  shutil.copy(os.path.join(path, "vocab.txt"), tf1)
+  tf1, _ = minilm.tf1_checkpoint(tmp_path_factory)
   assert convert.detect_format(tf1) == "tf1"
   ex = extract_features.FeatureExtractor(tf1, layers="-1", max_seq_length=16)
   records = list(ex.features(inp.read_text().splitlines()))
