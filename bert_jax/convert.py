@@ -14,10 +14,14 @@ Formats:
 - `bert_jax` (native): bert_config.json + vocab + `params/`, an Orbax
   checkpoint of the BertForPreTraining parameters as a plain nested dict.
 
-Parameters travel as plain nested dicts shaped like
-`nnx.to_pure_dict(nnx.state(BertForPreTraining(...), nnx.Param))`. Heads a
-checkpoint lacks are freshly initialised and named in the report. Missing,
-unexpected or mis-shaped tensors raise one error listing all of them.
+Parameters travel as plain nested dicts of numpy arrays shaped like
+`nnx.to_pure_dict(nnx.state(BertForPreTraining(...), nnx.Param))`; load them
+with `nnx.replace_by_pure_dict`. `load_pretrained(path, task=...)` reads any
+format: task='pretraining' initialises the heads a checkpoint lacks and the
+report names them, task='encoder' returns the BertModel params alone.
+Conversions (the CLI) carry only what the checkpoint has: no invented heads
+are written. Missing, unexpected or mis-shaped tensors raise one error
+listing all of them.
 """
 
 from __future__ import annotations
