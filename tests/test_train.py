@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -284,3 +285,48 @@ def test_non_finite_loss_stops_with_last_good_checkpoint(data_dir, tmp_path):
   saved = checkpoints.Checkpointer(os.path.join(workdir,
                                                 "checkpoints")).all_steps()
   assert saved  # the last good state was written
+
+
+@pytest.mark.parametrize("variant", ["no_nsp", "ltr"])
+def test_ablation_objectives_train(variant, tmp_path):
+  """No-NSP and LTR: data of their own objective, a falling loss."""
+  base = pretrain.get_config(variant)
+  config = tiny_config(str(tmp_path / "data"), objective=base.objective,
+                       learning_rate=5e-3, num_train_steps=100)
+  train.prepare_data(config, str(tmp_path), 32, 5, str(tmp_path / "data"))
+  manifest = json.load(open(tmp_path / "data" / "manifest.json"))
+  assert manifest["options"]["objective"] == base.objective
+  mesh = train.sharding.create_mesh((2, 1, 1), devices=jax.devices()[:2])
+  fns = train.make_train_step(config, mesh, vocab_size=8000)
+  assert ("nsp" in fns.abstract_state["params"]) is False
+  it = train.make_iterator(config, str(tmp_path / "data"), "train", 16, 32,
+                           5, fns.batch_sharding)
+  state = fns.init()
+  losses = []
+  for _ in range(8):
+    state, metrics = fns.train_step(state, next(it))
+    losses.append(float(metrics["loss"]))
+  assert np.mean(losses[-3:]) < losses[0] - 0.3, losses
+  if variant == "ltr":
+    assert "lm_loss_sum" in metrics and fns.model_config.attention == "causal"
+  else:
+    assert "nsp_loss_sum" not in metrics
+
+
+def test_two_phase_run_switches_sequence_length(data_dir, tmp_path):
+  workdir = str(tmp_path / "w")
+  rc, out = _main(workdir, data_dir, "--config.num_train_steps=6",
+                  "--config.phase2_start_step=3",
+                  "--config.phase2_max_seq_length=64",
+                  "--config.phase2_max_predictions_per_seq=10",
+                  f"--config.data.input_file={ROOT}/data/corpus/botchan.txt.gz",
+                  "--config.data.dupe_factor=1", "--config.data.num_workers=1",
+                  "--config.data.eval_fraction=0.2")
+  assert rc == 0, out[-3000:]
+  manifest = json.load(open(os.path.join(workdir, "data_64",
+                                         "manifest.json")))
+  assert manifest["options"]["max_seq_length"] == 64
+  results = json.load(open(os.path.join(workdir, "results.json")))
+  assert results["steps"] == 6
+  assert re.search(r"^step 3/6", out, re.M) and re.search(r"^step 4/6", out,
+                                                          re.M)
