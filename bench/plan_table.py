@@ -29,9 +29,18 @@ def main():
   rows = ["| model | seq | topology | mesh (data, fsdp, tensor) | micro-batches "
           "| GiB per core (of 16) | fits | model FLOPs/step | compile s |",
           "|---|---|---|---|---|---|---|---|---|"]
+  done = {}
+  if os.path.exists(args.out):  # resume: keep the cells that fit already
+    for line in open(args.out).read().splitlines()[2:]:
+      cells = [c.strip() for c in line.strip("|").split("|")]
+      if len(cells) > 6 and cells[6] == "yes":
+        done[tuple(cells[:3])] = line
   for model in args.models.split(","):
     for seq, preds in ((128, 20), (512, 80)):
       for topology in args.topologies.split(","):
+        if (model, str(seq), topology) in done:
+          rows.append(done[(model, str(seq), topology)])
+          continue
         config = pretrain.get_config(model)
         with config.unlocked():
           config.max_seq_length = seq

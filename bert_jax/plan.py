@@ -114,19 +114,19 @@ def compile_step(config, devices, ici_shape: Sequence[int],
 
 def candidates(num_devices: int, num_heads: int, batch: int
                ) -> list[tuple[tuple[int, int, int], int]]:
-  """(mesh, micro-batches) in order of preference."""
-  meshes = []
-  for tensor in (1, 2, 4, 8):
-    if num_devices % tensor or num_heads % tensor:
-      continue
-    rest = num_devices // tensor
-    for fsdp in sorted({d for d in range(1, rest + 1) if rest % d == 0}):
-      meshes.append((rest // fsdp, fsdp, tensor))
-  # Prefer pure data parallelism, then FSDP, then tensor parallelism.
-  meshes.sort(key=lambda m: (m[2], m[1]))
+  """(mesh, micro-batches) in order of preference.
+
+  Fewest micro-batches first; for each count, plain data parallelism, then
+  full FSDP (parameters and optimizer state split over every core), then
+  FSDP with tensor parallelism over 2, 4 or 8 cores.
+  """
+  meshes = [(num_devices, 1, 1), (1, num_devices, 1)]
+  for tensor in (2, 4, 8):
+    if num_devices % tensor == 0 and num_heads % tensor == 0:
+      meshes.append((1, num_devices // tensor, tensor))
   out = []
   for micro in (1, 2, 4, 8, 16, 32):
-    for m in meshes:
+    for m in dict.fromkeys(meshes):
       if batch % (micro * m[0] * m[1]) == 0:
         out.append((m, micro))
   return out

@@ -75,6 +75,7 @@ def test_nothing_fits_is_a_clear_error(tmp_path):
 def test_search_tries_candidates_in_order():
   cands = plan.candidates(8, 4, 64)
   assert cands[0] == ((8, 1, 1), 1)
-  assert ((1, 8, 1), 1) in cands and ((4, 1, 2), 1) in cands
+  assert cands[1] == ((1, 8, 1), 1) and ((1, 4, 2), 1) in cands
+  assert ((8, 1, 1), 2) in cands  # more micro-batches after every mesh
   assert all(64 % (micro * d * f) == 0 for (d, f, _), micro in cands)
   assert all(4 % t == 0 for (_, _, t), _ in cands)
