@@ -21,12 +21,14 @@ goes to separate `eval-*` shards (one masking pass), for held-out metrics.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import hashlib
 import json
 import multiprocessing
 import os
 import random
+import sys
 import time
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -62,8 +64,8 @@ def _process_group(task: tuple) -> tuple[list[bytes], dict[str, int]]:
   token_docs = pretraining_data.tokenize_documents(docs, tok)
   instances = pretraining_data.create_instances(
       token_docs, opts, vocab, seed, dupe_factor)
-  counts = {"instances": len(instances), "tokens": 0, "masked": 0,
-            "random_next": 0}
+  counts = {"documents": len(token_docs), "instances": len(instances),
+            "tokens": 0, "masked": 0, "random_next": 0}
   out = []
   for inst in instances:
     counts["tokens"] += int(inst["input_mask"].sum())
@@ -88,6 +90,23 @@ def _groups(docs: Iterator[list[str]], group_sentences: int
     yield group
 
 
+def _bounded_imap(pool, fn, tasks: Iterator[Any], max_in_flight: int
+                  ) -> Iterator[Any]:
+  """`pool.imap` with back-pressure, results in task order.
+
+  `Pool.imap` feeds tasks from a thread and keeps finished results with no
+  limit, so a corpus larger than RAM would be read in ahead of the workers.
+  Here at most `max_in_flight` groups exist at once: memory is bounded.
+  """
+  pending = collections.deque()
+  for task in tasks:
+    pending.append(pool.apply_async(fn, (task,)))
+    if len(pending) >= max_in_flight:
+      yield pending.popleft().get()
+  while pending:
+    yield pending.popleft().get()
+
+
 def _sha256(path: str) -> str:
   h = hashlib.sha256()
   with open(path, "rb") as f:
@@ -100,20 +119,22 @@ def _write_split(groups: Iterator[list[list[str]]], split: str,
                  num_shards: int, output_dir: str, fmt: str,
                  opts: pretraining_data.DataOptions, vocab_file: str,
                  do_lower_case: bool, seed: int, dupe_factor: int,
-                 pool) -> dict[str, Any]:
+                 pool, num_workers: int) -> dict[str, Any]:
   """Writes one split's shards; returns its manifest section."""
   paths = [os.path.join(output_dir, records.shard_filename(
       split, i, num_shards, fmt)) for i in range(num_shards)]
-  counts = {"instances": 0, "tokens": 0, "masked": 0, "random_next": 0}
+  counts = {"documents": 0, "instances": 0, "tokens": 0, "masked": 0,
+            "random_next": 0}
   per_shard = [0] * num_shards
   tasks = ((g, opts, vocab_file, do_lower_case,
             # Each group's randomness depends on (seed, split, index) only.
             int.from_bytes(hashlib.sha256(
                 f"{seed}/{split}/{k}".encode()).digest()[:8], "little"),
             dupe_factor) for k, g in enumerate(groups))
-  results = (pool.imap(_process_group, tasks) if pool is not None
-             else map(_process_group, tasks))
-  start = time.time()
+  # Two groups a worker: one being made, one queued (workers never idle).
+  results = (_bounded_imap(pool, _process_group, tasks, 2 * num_workers)
+             if pool is not None else map(_process_group, tasks))
+  start = last_log = time.time()
   k = 0
   with contextlib.ExitStack() as stack:
     writers = [stack.enter_context(records.RecordWriter(p, fmt))
@@ -125,12 +146,19 @@ def _write_split(groups: Iterator[list[list[str]]], split: str,
         k += 1
       for key in counts:
         counts[key] += c[key]
-      elapsed = time.time() - start
-      logging.info("%s: %d instances (%.0f/s)", split, counts["instances"],
-                   counts["instances"] / max(elapsed, 1e-9))
+      now = time.time()
+      if now - last_log > 10:
+        last_log = now
+        elapsed = max(now - start, 1e-9)
+        logging.info("%s: %d documents (%.0f/s), %d instances (%.0f/s)",
+                     split, counts["documents"],
+                     counts["documents"] / elapsed, counts["instances"],
+                     counts["instances"] / elapsed)
     if counts["instances"] == 0:
       raise ValueError(f"no {split} instances could be made: the input has "
                        "no usable text")
+  logging.info("%s: %d documents, %d instances in %.1f s", split,
+               counts["documents"], counts["instances"], time.time() - start)
   return {
       "shards": [{"file": os.path.basename(p), "records": n,
                   "sha256": _sha256(p)} for p, n in zip(paths, per_shard)],
@@ -186,14 +214,15 @@ def create_pretraining_data(
     manifest[name] = _write_split(
         _groups(train_stream(), group_sentences), name, num_shards,
         output_dir, fmt, opts, vocab_file, do_lower_case, random_seed,
-        opts.dupe_factor, pool)
+        opts.dupe_factor, pool, num_workers)
     if eval_fraction > 0:
       if not eval_docs:
         raise ValueError(f"--eval_fraction={eval_fraction} selected no "
                          "documents; raise it or add documents")
       manifest["eval"] = _write_split(
           _groups(iter(eval_docs), group_sentences), "eval", 1, output_dir,
-          fmt, opts, vocab_file, do_lower_case, random_seed, 1, pool)
+          fmt, opts, vocab_file, do_lower_case, random_seed, 1, pool,
+          num_workers)
   elapsed = time.time() - start
   vocab = pretraining_data.VocabInfo.from_tokenizer(tok)
   manifest.update({
@@ -231,11 +260,10 @@ def create_pretraining_data(
 
 def parse_mask_ratios(spec: str) -> tuple[float, float, float]:
   try:
-    values = tuple(float(x) for x in spec.split(","))
+    return masking.check_mask_ratios(float(x) for x in spec.split(","))
   except ValueError as e:
-    raise ValueError(f"--mask_ratios={spec!r}: expected three numbers "
-                     "MASK,SAME,RND") from e
-  return masking.check_mask_ratios(values)
+    raise ValueError(f"--mask_ratios={spec!r}: expected three non-negative "
+                     "numbers MASK,SAME,RND summing to 1") from e
 
 
 def define_flags() -> None:
@@ -276,20 +304,12 @@ def main(argv: Sequence[str]) -> None:
   for name in ("input_file", "output_dir", "vocab_file"):
     if not f[name].value:
       raise app.UsageError(f"--{name} is required")
-  opts = pretraining_data.DataOptions(
-      max_seq_length=f.max_seq_length,
-      max_predictions_per_seq=f.max_predictions_per_seq,
-      masked_lm_prob=f.masked_lm_prob, short_seq_prob=f.short_seq_prob,
-      dupe_factor=f.dupe_factor, objective=f.objective,
-      mask_ratios=parse_mask_ratios(f.mask_ratios),
-      whole_word_mask=f.do_whole_word_mask,
-      dynamic_masking=f.dynamic_masking)
-  m = create_pretraining_data(
-      f.input_file, f.output_dir, f.vocab_file, f.do_lower_case, opts=opts,
-      random_seed=f.random_seed, fmt=f.format, num_workers=f.num_workers,
-      num_shards=f.num_shards, eval_fraction=f.eval_fraction,
-      input_format=f.input_format, tfds_data_dir=f.tfds_data_dir,
-      group_sentences=f.group_sentences)
+  try:
+    m = _run_from_flags(f)
+  except (ValueError, OSError) as e:
+    # Bad input or flags: one line naming the file or flag, no traceback;
+    # no shard was left looking complete.
+    sys.exit(f"error: {e}")
   s = m["source_stats"]
   print(f"{m['train']['instances']} instances in "
         f"{len(m['train']['shards'])} shards"
@@ -299,6 +319,23 @@ def main(argv: Sequence[str]) -> None:
         f"repaired lines {s['repaired_lines']}, skipped: binary files "
         f"{s['skipped_binary_files']}, long lines {s['skipped_long_lines']}, "
         f"empty documents {s['skipped_empty_documents']}")
+
+
+def _run_from_flags(f) -> dict[str, Any]:
+  opts = pretraining_data.DataOptions(
+      max_seq_length=f.max_seq_length,
+      max_predictions_per_seq=f.max_predictions_per_seq,
+      masked_lm_prob=f.masked_lm_prob, short_seq_prob=f.short_seq_prob,
+      dupe_factor=f.dupe_factor, objective=f.objective,
+      mask_ratios=parse_mask_ratios(f.mask_ratios),
+      whole_word_mask=f.do_whole_word_mask,
+      dynamic_masking=f.dynamic_masking)
+  return create_pretraining_data(
+      f.input_file, f.output_dir, f.vocab_file, f.do_lower_case, opts=opts,
+      random_seed=f.random_seed, fmt=f.format, num_workers=f.num_workers,
+      num_shards=f.num_shards, eval_fraction=f.eval_fraction,
+      input_format=f.input_format, tfds_data_dir=f.tfds_data_dir,
+      group_sentences=f.group_sentences)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,8 @@ import numpy as np
 DEFAULT_MASK_RATIOS = (0.8, 0.1, 0.1)
 
 
-def check_mask_ratios(ratios: Sequence[float]) -> tuple[float, float, float]:
+def check_mask_ratios(ratios: Iterable[float]) -> tuple[float, float, float]:
+  """(MASK, SAME, RND) as floats; a ValueError unless a distribution."""
   ratios = tuple(float(r) for r in ratios)
   if len(ratios) != 3 or any(r < 0 for r in ratios) or abs(
       sum(ratios) - 1.0) > 1e-6:
@@ -33,6 +34,7 @@ def check_mask_ratios(ratios: Sequence[float]) -> tuple[float, float, float]:
 
 def num_to_predict(num_tokens: int, masked_lm_prob: float,
                    max_predictions_per_seq: int) -> int:
+  """TF1's count; `num_tokens` includes [CLS] and the [SEP]s."""
   return min(max_predictions_per_seq,
              max(1, int(round(num_tokens * masked_lm_prob))))
 

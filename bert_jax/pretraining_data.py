@@ -21,8 +21,10 @@ on its own, its random-next documents drawn from the group. Since B only
 needs to come from *another* document, the statistics are unchanged (the
 tests compare the NSP fraction and lengths with the all-in-RAM algorithm);
 what differs is that B cannot come from a document in another group.
-Instances are shuffled within their group; the input pipeline shuffles
-globally at training time.
+Documents and instances are shuffled within their group (TF1 shuffles both
+over the whole corpus); the input pipeline shuffles globally at training
+time. The group size, not the number of workers, is what the output depends
+on: the same seed, inputs and `group_sentences` give the same records.
 """
 
 from __future__ import annotations
@@ -232,6 +234,7 @@ def create_instances(docs: Sequence[TokenDoc], opts: DataOptions,
   rng = random.Random(seed)
   np_rng = np.random.default_rng(seed)
   docs = [d for d in docs if d]
+  rng.shuffle(docs)  # as TF1 does before its passes
   out: list[Instance] = []
   for _ in range(opts.dupe_factor if dupe_factor is None else dupe_factor):
     for index in range(len(docs)):

@@ -99,9 +99,14 @@ def _looks_binary(path: str) -> bool:
 
 def iter_lines(path: str, stats: SourceStats) -> Iterator[str]:
   """Decoded, stripped lines; invalid UTF-8 repaired, huge lines skipped."""
+  limit = 4 * MAX_LINE_CHARS  # UTF-8 takes at most 4 bytes a character
   with _open_binary(path) as f:
-    for raw in f:
-      if len(raw) > 4 * MAX_LINE_CHARS:
+    while raw := f.readline(limit + 1):
+      if len(raw) > limit:
+        # Read past the rest of the line in bounded pieces: a file with no
+        # newline at all must not be loaded whole.
+        while raw and not raw.endswith(b"\n"):
+          raw = f.readline(limit + 1)
         stats.skipped_long_lines += 1
         continue
       try:
@@ -202,11 +207,14 @@ def _iter_wiki_pages(path: str) -> Iterator[str]:
   import xml.etree.ElementTree as ET  # pylint: disable=g-import-not-at-top
   with _open_binary(path) as f:
     ns = ""
+    root = None
     for event, elem in ET.iterparse(f, events=("start", "end")):
       tag = elem.tag
       if event == "start":
-        if not ns and tag.endswith("mediawiki"):
-          ns = tag[:-len("mediawiki")]
+        if root is None:
+          root = elem
+          if tag.endswith("mediawiki"):
+            ns = tag[:-len("mediawiki")]
         continue
       if tag != f"{ns}page":
         continue
@@ -215,7 +223,9 @@ def _iter_wiki_pages(path: str) -> Iterator[str]:
         text = elem.findtext(f"{ns}revision/{ns}text") or ""
         if text and not text.lstrip().lower().startswith("#redirect"):
           yield text
-      elem.clear()
+      # Cleared pages stay attached to the root: drop them, or a dump of
+      # millions of pages grows without bound.
+      root.clear()
 
 
 # -- TFDS --------------------------------------------------------------------

@@ -1,0 +1,110 @@
+"""The create_pretraining_data job: CLI, manifest, objectives, failures."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from bert_jax import create_pretraining_data as cpd
+from bert_jax import pretraining_data as pd
+from bert_jax import records
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+VOCAB = os.path.join(ROOT, "data/vocab/bert-base-uncased-vocab.txt")
+BOTCHAN = os.path.join(ROOT, "data/corpus/botchan.txt.gz")
+
+
+def _cli(*args):
+  return subprocess.run(
+      [sys.executable, "-m", "bert_jax.create_pretraining_data", *args],
+      capture_output=True, text=True, cwd=ROOT, check=False)
+
+
+def _records(out_dir, manifest, split="train"):
+  return [records.parse_example(r)
+          for s in manifest[split]["shards"]
+          for r in records.read_records(os.path.join(out_dir, s["file"]))]
+
+
+def test_cli_ltr_manifest_and_one_line_errors(tmp_path):
+  out = tmp_path / "ltr"
+  r = _cli(f"--input_file={BOTCHAN}", f"--output_dir={out}",
+           f"--vocab_file={VOCAB}", "--objective=ltr", "--max_seq_length=64",
+           "--dupe_factor=1", "--num_shards=3", "--format=tfrecord")
+  assert r.returncode == 0, r.stderr
+  m = json.load(open(out / "manifest.json"))
+  assert m["options"]["objective"] == "ltr"
+  assert m["options"]["masking"] == "none"
+  assert [s["file"] for s in m["train"]["shards"]] == [
+      f"train-0000{i}-of-00003.tfrecord" for i in range(3)]
+  assert sorted(os.listdir(out)) == sorted(
+      ["manifest.json"] + [s["file"] for s in m["train"]["shards"]])
+  recs = _records(str(out), m)
+  assert len(recs) == m["train"]["instances"] > 100
+  # Left-to-right data: the inputs only; targets are the next tokens.
+  assert set(recs[0]) == {"input_ids", "input_mask", "segment_ids"}
+  assert m["source_stats"]["documents"] == 11
+
+  # Bad input: one line naming the file or flag, exit status 1, no shards.
+  for args, needle in (
+      ([f"--vocab_file={tmp_path}/nope.txt"], "nope.txt"),
+      (["--mask_ratios=0.8,0.1"], "--mask_ratios"),
+      ([f"--input_file={tmp_path}/none*.txt"], "none*.txt")):
+    flags = {"--input_file": BOTCHAN, "--output_dir": str(tmp_path / "bad"),
+             "--vocab_file": VOCAB}
+    for a in args:
+      k, v = a.split("=", 1)
+      flags[k] = v
+    r = _cli(*[f"{k}={v}" for k, v in flags.items()])
+    assert r.returncode == 1
+    assert "Traceback" not in r.stderr
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("error:") and needle in last, r.stderr
+  assert not os.path.exists(tmp_path / "bad" / "manifest.json")
+
+
+def test_mlm_objective_and_seed_determinism(tmp_path):
+  def make(name, seed, objective="mlm"):
+    opts = pd.DataOptions(max_seq_length=64, max_predictions_per_seq=10,
+                          dupe_factor=1, objective=objective)
+    return cpd.create_pretraining_data(
+        BOTCHAN, str(tmp_path / name), VOCAB, opts=opts, random_seed=seed,
+        num_shards=2)
+  a, b, c = make("a", 1), make("b", 1), make("c", 2)
+  assert [s["sha256"] for s in a["train"]["shards"]] == [
+      s["sha256"] for s in b["train"]["shards"]]
+  assert [s["sha256"] for s in a["train"]["shards"]] != [
+      s["sha256"] for s in c["train"]["shards"]]
+  assert a["options"]["objective"] == "mlm"
+  recs = _records(str(tmp_path / "a"), a)
+  # No NSP: the full TF1 feature set, one segment, label always 0.
+  assert set(recs[0]) == set(records.FEATURE_NAMES)
+  assert all(r["next_sentence_labels"][0] == 0 for r in recs)
+  assert all(not r["segment_ids"].any() for r in recs)
+  assert np.mean([r["input_mask"].sum() for r in recs]) > 50
+
+
+def test_failure_mid_run_leaves_no_complete_looking_shard(tmp_path,
+                                                          monkeypatch):
+  calls = []
+  real = pd.create_instances
+
+  def flaky(*args, **kwargs):
+    calls.append(1)
+    if len(calls) == 3:
+      raise RuntimeError("disk on fire")
+    return real(*args, **kwargs)
+
+  monkeypatch.setattr(pd, "create_instances", flaky)
+  out = tmp_path / "out"
+  opts = pd.DataOptions(max_seq_length=64, max_predictions_per_seq=10,
+                        dupe_factor=1)
+  with pytest.raises(RuntimeError, match="disk on fire"):
+    cpd.create_pretraining_data(BOTCHAN, str(out), VOCAB, opts=opts,
+                                num_shards=2, group_sentences=200)
+  assert len(calls) == 3
+  # Neither shards nor temporaries nor a manifest: a rerun starts clean.
+  assert os.listdir(out) == []

@@ -1,0 +1,110 @@
+"""masking.create_masked_lm_predictions against TF1's rule, stated directly."""
+
+import numpy as np
+import pytest
+
+from bert_jax import masking
+
+CLS, SEP, PAD, MASK = 101, 102, 0, 103
+VOCAB_SIZE = 30522
+
+
+def _sequence(rng, n_a, n_b, length):
+  ids = np.zeros(length, np.int32)
+  body = rng.integers(1000, VOCAB_SIZE, n_a + n_b)
+  ids[:n_a + n_b + 3] = np.concatenate(
+      [[CLS], body[:n_a], [SEP], body[n_a:], [SEP]])
+  return ids, n_a + n_b + 3
+
+
+def _mask(ids, rng, **kw):
+  args = dict(special_ids={CLS, SEP, PAD}, vocab_size=VOCAB_SIZE,
+              mask_id=MASK, masked_lm_prob=0.15, max_predictions_per_seq=20)
+  args.update(kw)
+  return masking.create_masked_lm_predictions(ids, rng, **args)
+
+
+def test_counts_positions_padding_and_specials():
+  rng = np.random.default_rng(0)
+  for _ in range(300):
+    n_a, n_b = rng.integers(1, 70, 2)
+    ids, n = _sequence(rng, int(n_a), int(n_b), 160)
+    out, pos, labels, w = _mask(ids, rng)
+    assert out.dtype == pos.dtype == labels.dtype == np.int32
+    assert w.dtype == np.float32 and pos.shape == (20,)
+    k = int(w.sum())
+    # TF1: len(tokens) counts [CLS] and the [SEP]s; padding does not count.
+    assert k == min(20, max(1, int(round(n * 0.15))))
+    assert (w[:k] == 1).all() and not w[k:].any()
+    assert not pos[k:].any() and not labels[k:].any()
+    assert (np.diff(pos[:k]) > 0).all()
+    assert not np.isin(ids[pos[:k]], [CLS, SEP, PAD]).any()
+    np.testing.assert_array_equal(labels[:k], ids[pos[:k]])
+    untouched = np.ones(len(ids), bool)
+    untouched[pos[:k]] = False
+    np.testing.assert_array_equal(out[untouched], ids[untouched])
+
+
+def test_special_ids_as_set_tuple_or_array_agree():
+  ids, _ = _sequence(np.random.default_rng(1), 30, 30, 128)
+  results = [_mask(ids, np.random.default_rng(5), special_ids=s)
+             for s in ({CLS, SEP, PAD}, (CLS, SEP, PAD),
+                       np.array([CLS, SEP, PAD]))]
+  for r in results[1:]:
+    for a, b in zip(results[0], r):
+      np.testing.assert_array_equal(a, b)
+  # And the same seed gives the same masks; another seed other masks.
+  again = _mask(ids, np.random.default_rng(5))
+  np.testing.assert_array_equal(again[1], results[0][1])
+  other = _mask(ids, np.random.default_rng(6))
+  assert not np.array_equal(other[1], results[0][1])
+
+
+@pytest.mark.parametrize("ratios", [(0.0, 1.0, 0.0), (0.0, 0.0, 1.0)])
+def test_same_and_random_replacements(ratios):
+  rng = np.random.default_rng(2)
+  vocab_size = 10  # small, to see the uniform draw over the whole vocab
+  counts = np.zeros(vocab_size)
+  for _ in range(400):
+    ids = np.array([CLS % 10] + [5] * 40 + [SEP % 10], np.int32)
+    out, pos, labels, w = masking.create_masked_lm_predictions(
+        ids, rng, special_ids=(1, 2), vocab_size=vocab_size, mask_id=3,
+        masked_lm_prob=0.15, max_predictions_per_seq=20, mask_ratios=ratios)
+    k = int(w.sum())
+    if ratios[1] == 1.0:
+      np.testing.assert_array_equal(out, ids)
+    else:
+      np.add.at(counts, out[pos[:k]], 1)
+  if ratios[2] == 1.0:
+    # Uniform over [0, vocab_size), the specials included, as in TF1.
+    expected = counts.sum() / vocab_size
+    assert (np.abs(counts - expected) < 5 * np.sqrt(expected)).all(), counts
+
+
+def test_whole_words_never_overflow_the_count():
+  # Words of three pieces each: 41 tokens -> 6 predictions; a second
+  # three-piece word fits (6), a third would overflow and is skipped.
+  word = np.array([True, False, False])
+  ids = np.concatenate([[CLS], np.arange(2000, 2039), [SEP]]).astype(np.int32)
+  starts = np.concatenate([[True], np.tile(word, 13), [True]])
+  rng = np.random.default_rng(3)
+  for _ in range(50):
+    _, pos, _, w = _mask(ids, rng, word_start=starts)
+    chosen = pos[w > 0]
+    assert len(chosen) == 6
+    words = set((chosen - 1) // 3)
+    assert len(words) == 2 and set(chosen) == {
+        1 + 3 * g + j for g in words for j in range(3)}
+
+
+def test_only_specials_predicts_nothing():
+  ids = np.array([CLS, SEP, SEP, 0, 0], np.int32)
+  out, pos, labels, w = _mask(ids, np.random.default_rng(0))
+  np.testing.assert_array_equal(out, ids)
+  assert not w.any() and not pos.any() and not labels.any()
+
+
+def test_bad_ratios():
+  for bad in ((0.8, 0.1), (0.8, 0.3, 0.1), (1.1, -0.1, 0.0)):
+    with pytest.raises(ValueError, match="MASK, SAME, RND"):
+      masking.check_mask_ratios(bad)
