@@ -209,14 +209,14 @@ def train_step(state: dict[str, Any], batch: dict[str, Array], *, graphdef,
   keep = lambda new, old: jax.tree.map(
       lambda n, o: jnp.where(ok, n, o), new, old)
   new_state = {
-      "step": step + 1,
+      "step": jnp.where(ok, step + 1, step),
       "params": keep(params, state["params"]),
       "opt_state": keep(opt_state, state["opt_state"]),
       "bad": ~ok,
   }
   metrics = {
       "loss": loss,
-      "grad_norm": optax.global_norm(grads),
+      "grad_norm": optax.tree.norm(grads),
       "learning_rate": schedule(step),
       "first_bad_step": jnp.where(ok, jnp.iinfo(jnp.int32).max, step),
       **sums,
@@ -473,9 +473,11 @@ def evaluate(fns: StepFns, params, config, data_dir: str, seq_len: int,
                      seq_len, num_pred, fns.batch_sharding, shuffle=False,
                      num_epochs=1)
   total = None
-  for _, batch in zip(range(config.num_eval_steps), it):
-    sums = fns.eval_step(params, batch)
-    total = sums if total is None else jax.tree.map(jnp.add, total, sums)
+  with sharding.activation_rules(fns.batch_sharding.mesh, rules_of(config)):
+    for _, batch in zip(range(config.num_eval_steps), it):
+      sums = fns.eval_step(params, batch)
+      total = sums if total is None else jax.tree.map(jnp.add, total, sums)
+  it.close()
   if total is None:
     raise ValueError(f"{data_dir}: the eval split has fewer than "
                      f"{config.eval_batch_size} examples")
@@ -485,6 +487,24 @@ def evaluate(fns: StepFns, params, config, data_dir: str, seq_len: int,
 
 class NonFiniteLossError(RuntimeError):
   pass
+
+
+def _should_stop(watcher: checkpoints.PreemptionWatcher,
+                 ckpt: checkpoints.Checkpointer, step: int,
+                 every: int) -> bool:
+  """Whether to save and stop now; the same answer on every process."""
+  # TPU maintenance events reach all hosts through the coordination service.
+  if ckpt.reached_preemption(step):
+    return True
+  if jax.process_count() == 1:
+    return watcher.requested
+  # A SIGTERM may reach one host only; the others must join its save, so
+  # the hosts agree (one tiny collective) once per log period.
+  if step % every:
+    return False
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  flags = multihost_utils.process_allgather(np.int32(watcher.requested))
+  return bool(np.any(flags))
 
 
 def _config_json(config) -> dict[str, Any]:
@@ -525,6 +545,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     else:
       start, state, data_state = restored
       data_iter.set_state(data_state)
+      # A run stopped by a non-finite loss saved its last good state with
+      # the flag up; resuming (say with a lower learning rate) clears it.
+      state["bad"] = jax.device_put(np.bool_(False),
+                                    fns.state_shardings["bad"])
       logging.info("resumed from step %d", start)
       print(f"resumed from the checkpoint at step {start}", flush=True)
 
@@ -541,13 +565,38 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   total = config.num_train_steps
   is_main = jax.process_index() == 0
 
+  # The input state before each step of the current log period: a run that
+  # meets a non-finite loss saves the state from before that step.
+  data_states: list[dict[str, Any]] = []
+
+  def stop_if_bad(host_metrics=None):
+    """After a non-finite loss: save the last good state and stop."""
+    if host_metrics is None:
+      if not bool(jax.device_get(state["bad"])):
+        return
+      host_metrics = jax.device_get(pending)
+    bad = min(int(m["first_bad_step"]) for m in host_metrics)
+    if bad == np.iinfo(np.int32).max:
+      return
+    # The step counter stopped at the first bad step (no update applied),
+    # so the state is the one after step `bad - 1`: label it `bad`.
+    if bad not in ckpt.all_steps():  # else: resumed from it, failed again
+      ckpt.save(bad, state, data_states[bad - (step - len(data_states))],
+                config_json, force=True)
+      ckpt.wait()
+    raise NonFiniteLossError(
+        f"non-finite loss at step {bad}; the checkpoint at step {bad} in "
+        f"{ckpt.directory} holds the last good state")
+
   def save(s, force=False):
+    stop_if_bad()  # never checkpoint a state that stopped learning
     ckpt.save(s, state, data_iter.get_state(), config_json, force=force)
 
   try:
     while step < total:
       phase = data_iter.phase_at(step)
       _, seq, pred, batch_size = phases[phase]
+      data_states.append(data_iter.get_state())
       batch = next(data_iter)
       with sharding.activation_rules(mesh, rules_of(config)):
         state, metrics = fns.train_step(state, batch)
@@ -556,15 +605,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
       pending.append(metrics)
       if step % config.log_every_steps == 0 or step == total:
         host = jax.device_get(pending)  # the one sync per log period
-        pending = []
-        bad = min(int(m["first_bad_step"]) for m in host)
-        if bad != np.iinfo(np.int32).max:
-          save(int(state["step"]), force=True)
-          ckpt.wait()
-          raise NonFiniteLossError(
-              f"non-finite loss at step {bad}; the checkpoint at step "
-              f"{int(jax.device_get(state['step']))} in "
-              f"{ckpt.directory} holds the last good state")
+        stop_if_bad(host)
+        pending, data_states = [], []
         sums = {k: float(sum(m[k] for m in host)) for k in host[0]
                 if k.endswith(("_sum", "_correct", "_weight", "_count"))}
         train = summarize(sums, config.objective)
@@ -606,7 +648,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
               f"{k} {v:.4f}" for k, v in ev.items())), flush=True)
       if step % config.save_checkpoints_steps == 0:
         save(step)
-      if watcher.requested or ckpt.reached_preemption(step):
+      if _should_stop(watcher, ckpt, step, config.log_every_steps):
         save(step, force=True)
         ckpt.wait()
         print(f"preempted: checkpoint saved at step {step}", flush=True)
@@ -617,6 +659,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   finally:
     watcher.close()
     writer.close()
+    data_iter.close()
 
   elapsed = time.time() - t_start
   data_dir, seq, pred, _ = phases[-1]

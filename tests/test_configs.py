@@ -1,0 +1,104 @@
+"""configs/pretrain.py: the paper's recipe, its variants as small diffs."""
+
+import os
+import re
+
+import jax
+import ml_collections
+import pytest
+
+from bert_jax import train
+from configs import pretrain
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _flat(c: ml_collections.ConfigDict) -> dict[str, object]:
+  out = {}
+  def walk(d, prefix):
+    for k, v in d.items():
+      if isinstance(v, dict):
+        walk(v, prefix + k + ".")
+      else:
+        out[prefix + k] = tuple(v) if isinstance(v, list) else v
+  walk(c.to_dict(), "")
+  return out
+
+
+def _diff(variant: str) -> set[str]:
+  base, other = _flat(pretrain.get_config("base")), _flat(
+      pretrain.get_config(variant))
+  assert base.keys() == other.keys()
+  return {k for k in base if base[k] != other[k]} - {"variant"}
+
+
+def test_base_is_the_papers_recipe():
+  c = pretrain.get_config("base")
+  # Appendix A.2: batch 256, 1M steps, 90% at 128 then 10% at 512,
+  # Adam lr 1e-4, b1 0.9, b2 0.999, eps 1e-6, decay 0.01, 10k warmup.
+  assert (c.train_batch_size, c.num_train_steps) == (256, 1_000_000)
+  assert (c.max_seq_length, c.phase2_max_seq_length) == (128, 512)
+  assert c.phase2_start_step == 900_000
+  assert c.max_predictions_per_seq == 20
+  assert (c.learning_rate, c.num_warmup_steps) == (1e-4, 10_000)
+  o = c.optimizer
+  assert (o.name, o.b1, o.b2, o.eps) == ("adamw", 0.9, 0.999, 1e-6)
+  assert (o.weight_decay, o.clip_norm) == (0.01, 1.0)
+  assert c.model.hidden_dropout_prob == c.model.attention_dropout_prob == 0.1
+  assert c.objective == "mlm_nsp" and c.seed == 12345
+  assert tuple(c.data.mask_ratios) == (0.8, 0.1, 0.1)
+  m = train.model_config(c)
+  assert (m.num_layers, m.hidden_size, m.num_heads) == (12, 768, 12)
+  assert m.vocab_size == 30522 and m.hidden_act == "gelu"
+
+
+def test_original_flag_names_at_top_level():
+  c = pretrain.get_config("base")
+  for key in ("train_batch_size", "max_seq_length", "max_predictions_per_seq",
+              "num_train_steps", "num_warmup_steps", "learning_rate",
+              "save_checkpoints_steps", "seed"):
+    assert key in c
+
+
+@pytest.mark.parametrize("name", pretrain.TABLE6)
+def test_table6_sizes(name):
+  layers, hidden, heads = map(int, re.match(r"L(\d+)_H(\d+)_A(\d+)",
+                                            name).groups())
+  m = train.model_config(pretrain.get_config(name))
+  assert (m.num_layers, m.hidden_size, m.num_heads) == (layers, hidden, heads)
+  assert m.intermediate_size == 4 * hidden
+  assert _diff(name) <= {"model.preset"}
+
+
+@pytest.mark.parametrize("name", [v for v in pretrain.VARIANTS
+                                  if v.startswith("mask_")])
+def test_table8_masking(name):
+  expected = tuple(int(x) / 100 for x in name.split("_")[1:])
+  ratios = tuple(pretrain.get_config(name).data.mask_ratios)
+  assert ratios == expected and abs(sum(ratios) - 1) < 1e-9
+  assert _diff(name) <= {"data.mask_ratios"}
+
+
+def test_ablations_are_small_diffs():
+  assert _diff("no_nsp") == {"objective"}
+  assert _diff("ltr") == {"objective"}
+  assert train.model_config(pretrain.get_config("ltr")).attention == "causal"
+  assert _diff("large") == {"model.preset"}
+  assert _diff("mask_80_10_10") == set()
+
+
+def test_configs_are_locked_and_unknown_variant_fails():
+  c = pretrain.get_config("base")
+  with pytest.raises(AttributeError):
+    c.not_a_key = 1
+  with pytest.raises(ValueError, match="unknown pretrain variant 'nope'"):
+    pretrain.get_config("nope")
+
+
+@pytest.mark.parametrize("name", pretrain.VARIANTS)
+def test_every_variant_validates(name, tmp_path, monkeypatch):
+  monkeypatch.chdir(ROOT)  # the default data paths are repo-relative
+  c = pretrain.get_config(name)
+  train.validate(c, str(tmp_path), train.make_mesh(c))
+  # One global batch is a multiple of the 8 test devices' data axis.
+  assert c.train_batch_size % jax.device_count() == 0
