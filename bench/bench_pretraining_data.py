@@ -7,6 +7,7 @@ masking), writing the same tf.train.Example records. Each configuration runs
 in its own process so peak memory (max RSS, workers included) is its own.
 
     python bench/bench_pretraining_data.py [--dupe_factor=2] [--scales=1,4]
+        [--format=array_record|tfrecord]
 
 Prints instances/s, the speed-up over the peer and peak memory, for the
 embedded corpus and for it repeated `scale` times (same documents again:
@@ -154,13 +155,13 @@ def run_peer(files, out_path, dupe_factor, max_seq_length=128,
   return len(instances)
 
 
-def run_ours(files, out_dir, dupe_factor, workers):
+def run_ours(files, out_dir, dupe_factor, workers, fmt):
   from bert_jax import create_pretraining_data as cpd  # pylint: disable=g-import-not-at-top
   from bert_jax import pretraining_data as pd  # pylint: disable=g-import-not-at-top
   m = cpd.create_pretraining_data(
       ",".join(files), out_dir, VOCAB, opts=pd.DataOptions(
           dupe_factor=dupe_factor), num_workers=workers, num_shards=4,
-      fmt="tfrecord")
+      fmt=fmt)
   return m["train"]["instances"]
 
 
@@ -173,7 +174,7 @@ def _child(args):
                    args.dupe_factor)
     else:
       n = run_ours(files, os.path.join(tmp, "ours"), args.dupe_factor,
-                   args.workers)
+                   args.workers, args.format)
     sec = time.perf_counter() - start
   rss = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
             resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
@@ -187,28 +188,32 @@ def main():
   p.add_argument("--which", default="")
   p.add_argument("--workers", type=int, default=1)
   p.add_argument("--scale", type=int, default=1)
+  # bert_jax's default; tfrecord adds TensorFlow's import (~5 s, ~500 MB)
+  # to the main process, as it does to the peer.
+  p.add_argument("--format", default="array_record")
   args = p.parse_args()
   if args.which:
     _child(args)
     return
   rows = []
   for scale in (int(s) for s in args.scales.split(",")):
-    runs = [("peer (TF1, 1 process)", "peer", 1), ("bert_jax, 1 worker",
-                                                    "ours", 1),
-            ("bert_jax, 2 workers", "ours", 2)]
+    runs = [("peer (TF1, 1 process)", "peer", 1),
+            (f"bert_jax, 1 worker, {args.format}", "ours", 1),
+            (f"bert_jax, 2 workers, {args.format}", "ours", 2)]
     base = None
     for label, which, workers in runs:
       out = subprocess.run(
           [sys.executable, __file__, f"--which={which}",
            f"--workers={workers}", f"--scale={scale}",
-           f"--dupe_factor={args.dupe_factor}"], capture_output=True,
+           f"--dupe_factor={args.dupe_factor}", f"--format={args.format}"],
+          capture_output=True,
           text=True, check=True, cwd=ROOT).stdout.strip().splitlines()[-1]
       r = json.loads(out)
       rate = r["instances"] / r["seconds"]
       base = base or rate
       rows.append((scale, label, r["instances"], rate, rate / base,
                    r["max_rss_mb"]))
-      print(f"corpus x{scale}  {label:24s} {r['instances']:8d} instances "
+      print(f"corpus x{scale}  {label:36s} {r['instances']:8d} instances "
             f"{rate:9.0f}/s  {rate / base:5.2f}x  peak RSS "
             f"{r['max_rss_mb']:7.0f} MB", flush=True)
 

@@ -123,3 +123,67 @@ def create_masked_lm_predictions(
   labels[:n] = ids[chosen]
   weights[:n] = 1.0
   return masked, positions, labels, weights
+
+
+def create_masked_lm_predictions_batch(
+    input_ids: np.ndarray,
+    num_tokens: np.ndarray,
+    rng: np.random.Generator,
+    *,
+    special_ids: Iterable[int],
+    vocab_size: int,
+    mask_id: int,
+    masked_lm_prob: float,
+    max_predictions_per_seq: int,
+    mask_ratios: Sequence[float] = DEFAULT_MASK_RATIOS,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+  """`create_masked_lm_predictions` for a batch, token-level masking only.
+
+  The same rule and distribution (a uniformly random subset of the
+  candidates of each row), drawn with whole-batch array operations: the
+  per-sequence version costs ~50 us of Python a row.
+
+  Args:
+    input_ids: int [N, L].
+    num_tokens: int [N], real tokens of each row (the rest is padding).
+    rng, special_ids, ...: as in `create_masked_lm_predictions`.
+
+  Returns:
+    (masked_input_ids [N, L], masked_lm_positions [N, P],
+     masked_lm_ids [N, P], masked_lm_weights [N, P]).
+  """
+  p_mask, p_same, _ = mask_ratios
+  ids = np.asarray(input_ids, np.int32)
+  n_rows, length = ids.shape
+  num_tokens = np.asarray(num_tokens)
+  cand = np.arange(length) < num_tokens[:, None]
+  for sid in special_ids:
+    cand &= ids != sid
+  k = np.minimum(max_predictions_per_seq,
+                 np.maximum(1, np.rint(num_tokens * masked_lm_prob)))
+  k = np.minimum(k, cand.sum(1)).astype(np.int64)
+  # Random keys, non-candidates last: the first k of each row's order are a
+  # uniformly random k-subset of its candidates.
+  keys = np.where(cand, rng.random((n_rows, length)), 2.0)
+  pred = max_predictions_per_seq
+  if pred < length:
+    top = np.argpartition(keys, pred - 1, axis=1)[:, :pred]
+    top = np.take_along_axis(
+        top, np.argsort(np.take_along_axis(keys, top, 1), axis=1), 1)
+  else:
+    top = np.argsort(keys, axis=1)
+    top = np.pad(top, ((0, 0), (0, pred - length)))
+  valid = np.arange(pred) < k[:, None]
+  positions = np.sort(np.where(valid, top, length), axis=1)
+  valid = positions < length  # the same count, now left-aligned
+  positions = np.where(valid, positions, 0).astype(np.int32)
+  rows = np.arange(n_rows)[:, None]
+  labels = np.where(valid, ids[rows, positions], 0).astype(np.int32)
+  u = rng.random((n_rows, pred))
+  random_ids = rng.integers(0, vocab_size, (n_rows, pred), dtype=np.int32)
+  replacement = np.where(u < p_mask, mask_id,
+                         np.where(u < p_mask + p_same, labels, random_ids))
+  masked = ids.copy()
+  r, c = np.nonzero(valid)
+  masked[r, positions[r, c]] = replacement[r, c]
+  return masked, positions, labels, valid.astype(np.float32)

@@ -141,18 +141,18 @@ def _finish(tokens: list[int], segment_ids: list[int], nsp_label: int,
     word_start = np.zeros(length, np.int32)
     word_start[:n] = ~vocab.continuation[ids[:n]]
     inst["word_start"] = word_start
-  else:
+  elif opts.whole_word_mask:
     masked, pos, labels, weights = masking.create_masked_lm_predictions(
         ids, np_rng, special_ids=vocab.special_ids,
         vocab_size=vocab.vocab_size, mask_id=vocab.mask_id,
         masked_lm_prob=opts.masked_lm_prob,
         max_predictions_per_seq=opts.max_predictions_per_seq,
         mask_ratios=opts.mask_ratios,
-        word_start=(~vocab.continuation[ids] if opts.whole_word_mask
-                    else None),
-        num_tokens=n)
+        word_start=~vocab.continuation[ids], num_tokens=n)
     inst.update(input_ids=masked, masked_lm_positions=pos,
                 masked_lm_ids=labels, masked_lm_weights=weights)
+  # Token-level static masking happens for all instances at once, in
+  # `_mask_batch`.
   inst["next_sentence_labels"] = np.array([nsp_label], np.int32)
   return inst
 
@@ -161,7 +161,11 @@ def instances_from_document(docs: Sequence[TokenDoc], doc_index: int,
                             opts: DataOptions, vocab: VocabInfo,
                             rng: random.Random,
                             np_rng: np.random.Generator) -> list[Instance]:
-  """The TF1 algorithm for one document; `docs` is the random-next pool."""
+  """The TF1 algorithm for one document; `docs` is the random-next pool.
+
+  Static token-level masking is left to `create_instances` (batched);
+  whole-word and dynamic masking are applied here.
+  """
   document = docs[doc_index]
   max_tokens = opts.max_seq_length - 3
   target = _target_length(max_tokens, opts, rng)
@@ -245,7 +249,27 @@ def create_instances(docs: Sequence[TokenDoc], opts: DataOptions,
         out.extend(contiguous_instances(docs[index], opts, vocab, rng,
                                         np_rng))
   rng.shuffle(out)
+  if opts.masked and not opts.whole_word_mask:
+    _mask_batch(out, opts, vocab, np_rng)
   return out
+
+
+def _mask_batch(instances: list[Instance], opts: DataOptions,
+                vocab: VocabInfo, np_rng: np.random.Generator) -> None:
+  """Static token-level masking of a group's instances, in place."""
+  if not instances:
+    return
+  ids = np.stack([i["input_ids"] for i in instances])
+  num_tokens = np.stack([i["input_mask"] for i in instances]).sum(1)
+  masked, pos, labels, weights = masking.create_masked_lm_predictions_batch(
+      ids, num_tokens, np_rng, special_ids=vocab.special_ids,
+      vocab_size=vocab.vocab_size, mask_id=vocab.mask_id,
+      masked_lm_prob=opts.masked_lm_prob,
+      max_predictions_per_seq=opts.max_predictions_per_seq,
+      mask_ratios=opts.mask_ratios)
+  for k, inst in enumerate(instances):
+    inst.update(input_ids=masked[k], masked_lm_positions=pos[k],
+                masked_lm_ids=labels[k], masked_lm_weights=weights[k])
 
 
 def tokenize_documents(docs: Sequence[Sequence[str]], tokenizer

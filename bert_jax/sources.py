@@ -25,6 +25,7 @@ import glob
 import gzip
 import os
 import re
+import zlib
 from collections.abc import Iterator, Sequence
 from typing import IO
 
@@ -45,6 +46,7 @@ class SourceStats:
   skipped_binary_files: int = 0
   skipped_long_lines: int = 0
   skipped_empty_documents: int = 0
+  truncated_files: int = 0  # corrupt/truncated archive: kept up to the fault
 
   def add(self, other: "SourceStats") -> None:
     for f in dataclasses.fields(self):
@@ -92,8 +94,10 @@ def _looks_binary(path: str) -> bool:
   with _open_binary(path) as f:
     try:
       head = f.read(8192)
-    except (OSError, EOFError):
-      return True  # a corrupt archive
+    except OSError:
+      return True  # not the archive its name says
+    except EOFError:
+      return False  # truncated early: the reader counts it
   return b"\x00" in head
 
 
@@ -101,24 +105,37 @@ def iter_lines(path: str, stats: SourceStats) -> Iterator[str]:
   """Decoded, stripped lines; invalid UTF-8 repaired, huge lines skipped."""
   limit = 4 * MAX_LINE_CHARS  # UTF-8 takes at most 4 bytes a character
   with _open_binary(path) as f:
-    while raw := f.readline(limit + 1):
-      if len(raw) > limit:
-        # Read past the rest of the line in bounded pieces: a file with no
-        # newline at all must not be loaded whole.
-        while raw and not raw.endswith(b"\n"):
-          raw = f.readline(limit + 1)
-        stats.skipped_long_lines += 1
-        continue
-      try:
-        line = raw.decode("utf-8")
-      except UnicodeDecodeError:
-        line = raw.decode("utf-8", errors="replace")
-        stats.repaired_lines += 1
-      line = line.strip()
-      if len(line) > MAX_LINE_CHARS:
-        stats.skipped_long_lines += 1
-        continue
-      yield line
+    try:
+      while raw := f.readline(limit + 1):
+        if len(raw) > limit:
+          # Read past the rest of the line in bounded pieces: a file with
+          # no newline at all must not be loaded whole.
+          while raw and not raw.endswith(b"\n"):
+            raw = f.readline(limit + 1)
+          stats.skipped_long_lines += 1
+          continue
+        try:
+          line = raw.decode("utf-8")
+        except UnicodeDecodeError:
+          line = raw.decode("utf-8", errors="replace")
+          stats.repaired_lines += 1
+        line = line.strip()
+        if len(line) > MAX_LINE_CHARS:
+          stats.skipped_long_lines += 1
+          continue
+        yield line
+    except _CORRUPT as e:
+      _truncated(path, e, stats)
+
+
+# What a damaged .gz/.bz2 raises part-way through.
+_CORRUPT = (EOFError, OSError, zlib.error)
+
+
+def _truncated(path: str, error: Exception, stats: SourceStats) -> None:
+  logging.warning("%s: damaged after some text (%s); kept what came before",
+                  path, error)
+  stats.truncated_files += 1
 
 
 _SEGMENTER = None
@@ -202,30 +219,37 @@ def _remove(code, node) -> None:
     pass  # already gone with a parent
 
 
-def _iter_wiki_pages(path: str) -> Iterator[str]:
+def _iter_wiki_pages(path: str, stats: SourceStats) -> Iterator[str]:
   """Wikitext of article pages (namespace 0, not redirects), streamed."""
   import xml.etree.ElementTree as ET  # pylint: disable=g-import-not-at-top
   with _open_binary(path) as f:
-    ns = ""
-    root = None
-    for event, elem in ET.iterparse(f, events=("start", "end")):
-      tag = elem.tag
-      if event == "start":
-        if root is None:
-          root = elem
-          if tag.endswith("mediawiki"):
-            ns = tag[:-len("mediawiki")]
-        continue
-      if tag != f"{ns}page":
-        continue
-      if (elem.findtext(f"{ns}ns") == "0"
-          and elem.find(f"{ns}redirect") is None):
-        text = elem.findtext(f"{ns}revision/{ns}text") or ""
-        if text and not text.lstrip().lower().startswith("#redirect"):
-          yield text
-      # Cleared pages stay attached to the root: drop them, or a dump of
-      # millions of pages grows without bound.
-      root.clear()
+    try:
+      yield from _wiki_pages_of(ET.iterparse(f, events=("start", "end")))
+    except (*_CORRUPT, ET.ParseError) as e:
+      _truncated(path, e, stats)
+
+
+def _wiki_pages_of(events) -> Iterator[str]:
+  ns = ""
+  root = None
+  for event, elem in events:
+    tag = elem.tag
+    if event == "start":
+      if root is None:
+        root = elem
+        if tag.endswith("mediawiki"):
+          ns = tag[:-len("mediawiki")]
+      continue
+    if tag != f"{ns}page":
+      continue
+    if (elem.findtext(f"{ns}ns") == "0"
+        and elem.find(f"{ns}redirect") is None):
+      text = elem.findtext(f"{ns}revision/{ns}text") or ""
+      if text and not text.lstrip().lower().startswith("#redirect"):
+        yield text
+    # Cleared pages stay attached to the root: drop them, or a dump of
+    # millions of pages grows without bound.
+    root.clear()
 
 
 # -- TFDS --------------------------------------------------------------------
@@ -251,6 +275,9 @@ def _tfds_documents(spec: str, data_dir: str | None,
     version = versions[-1]
   builder = tfds.builder_from_directory(os.path.join(base, version))
   ds = builder.as_dataset(split=split, shuffle_files=False)
+  if "text" not in builder.info.features:
+    raise ValueError(f"{spec}: its examples have no 'text' feature (it has "
+                     f"{sorted(builder.info.features)})")
   for example in ds.as_numpy_iterator():
     text = example["text"]
     text = text.decode("utf-8", errors="replace") if isinstance(
@@ -286,7 +313,7 @@ def iter_documents(path: str, stats: SourceStats, input_format: str = "auto",
       docs = (
           [s for para in wiki_to_paragraphs(page)
            for s in split_sentences(para)]
-          for page in _iter_wiki_pages(path))
+          for page in _iter_wiki_pages(path, stats))
     else:
       docs = _documents_from_lines(iter_lines(path, stats), fmt == "raw",
                                    stats)

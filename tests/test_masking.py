@@ -108,3 +108,30 @@ def test_bad_ratios():
   for bad in ((0.8, 0.1), (0.8, 0.3, 0.1), (1.1, -0.1, 0.0)):
     with pytest.raises(ValueError, match="MASK, SAME, RND"):
       masking.check_mask_ratios(bad)
+
+
+def test_batch_version_follows_the_same_rule():
+  rng = np.random.default_rng(4)
+  rows = [_sequence(rng, int(a), int(b), 128)
+          for a, b in rng.integers(1, 62, (2000, 2))]
+  ids = np.stack([r[0] for r in rows])
+  n = np.array([r[1] for r in rows])
+  out, pos, labels, w = masking.create_masked_lm_predictions_batch(
+      ids, n, rng, special_ids=(CLS, SEP, PAD), vocab_size=VOCAB_SIZE,
+      mask_id=MASK, masked_lm_prob=0.15, max_predictions_per_seq=20)
+  k = w.sum(1).astype(int)
+  np.testing.assert_array_equal(
+      k, np.minimum(20, np.maximum(1, np.rint(n * 0.15))))
+  for i in range(len(ids)):
+    p = pos[i, :k[i]]
+    assert (np.diff(p) > 0).all() and not pos[i, k[i]:].any()
+    assert not np.isin(ids[i, p], [CLS, SEP, PAD]).any()
+    np.testing.assert_array_equal(labels[i, :k[i]], ids[i, p])
+    keep = np.ones(128, bool)
+    keep[p] = False
+    np.testing.assert_array_equal(out[i, keep], ids[i, keep])
+  got = np.take_along_axis(out, pos, 1)[w > 0]
+  total = got.size
+  for observed, p in (((got == MASK).sum(), 0.8),
+                      ((got == labels[w > 0]).sum(), 0.1)):
+    assert abs(observed / total - p) < 5 * np.sqrt(p * (1 - p) / total)

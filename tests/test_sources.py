@@ -55,6 +55,18 @@ def test_repair_and_skips_are_counted(tmp_path):
     f.write(b"\x00\x01\x02" * 1000)
   assert not list(sources.iter_documents(str(blob), stats))
   assert stats.skipped_binary_files == 1
+  # A damaged archive: the text before the fault is kept, the file counted.
+  whole = gzip.compress(("Kept sentence.\n" * 5000).encode())
+  (tmp_path / "cut.txt.gz").write_bytes(whole[:len(whole) // 2])
+  docs = list(sources.iter_documents(str(tmp_path / "cut.txt.gz"), stats))
+  assert stats.truncated_files == 1
+  assert len(docs) == 1 and 0 < len(docs[0]) < 5000
+  with open(tmp_path / "cut.xml.bz2", "wb") as f:
+    f.write(bz2.compress(b"<mediawiki><page><ns>0</ns><revision><text>"
+                         b"Some text")[:60])
+  assert not list(sources.iter_documents(str(tmp_path / "cut.xml.bz2"),
+                                         stats))
+  assert stats.truncated_files == 2
   with pytest.raises(FileNotFoundError, match="no such input file"):
     list(sources.iter_documents(str(tmp_path / "gone.txt"), stats))
 
