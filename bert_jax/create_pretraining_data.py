@@ -144,6 +144,16 @@ def serialize_instances(instances: Sequence[dict[str, np.ndarray]]
   return out
 
 
+_VOCAB_INFOS: dict[int, pretraining_data.VocabInfo] = {}
+
+
+def _vocab_info(tok) -> pretraining_data.VocabInfo:
+  # Built once a process: a pass over the whole vocabulary.
+  if id(tok) not in _VOCAB_INFOS:
+    _VOCAB_INFOS[id(tok)] = pretraining_data.VocabInfo.from_tokenizer(tok)
+  return _VOCAB_INFOS[id(tok)]
+
+
 def _init_worker() -> None:
   # One tokenizer thread a worker: the workers already fill the cores.
   os.environ["RAYON_NUM_THREADS"] = "1"
@@ -153,7 +163,7 @@ def _process_group(task: tuple) -> tuple[list[bytes], dict[str, int]]:
   """Worker: documents -> serialized instances (+ counts)."""
   docs, opts, vocab_file, do_lower_case, seed, dupe_factor = task
   tok = _tokenizer(vocab_file, do_lower_case)
-  vocab = pretraining_data.VocabInfo.from_tokenizer(tok)
+  vocab = _vocab_info(tok)
   token_docs = pretraining_data.tokenize_documents(docs, tok)
   instances = pretraining_data.create_instances(
       token_docs, opts, vocab, seed, dupe_factor)
