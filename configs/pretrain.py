@@ -112,6 +112,8 @@ def get_config(arg: str = "demo") -> ml_collections.ConfigDict:
     c.phase2_start_step = 0
     c.model.preset = "tiny"
     c.model.dtype = "float32"  # bf16 buys nothing on a CPU
+    # Two unrolled layers run ~25% faster than a scanned stack on a CPU.
+    c.model.scan_layers = False
     # A model this small underfits in minutes: dropout would only slow it.
     c.model.hidden_dropout_prob = 0.0
     c.model.attention_dropout_prob = 0.0
