@@ -78,6 +78,27 @@ def test_make_train_step_lowers_against_abstract_inputs():
       jax.tree.map(lambda x: x.sharding, emb)))
 
 
+def test_model_flops_are_6n_per_token_plus_attention():
+  """MFU's numerator against the model's own parameter counts."""
+  cfg = train.model_lib.BertConfig.from_preset("base")
+  sizes = {k: int(np.prod(v)) for k, v in convert._flatten(
+      convert.param_shapes(cfg)).items()}
+  kernels = lambda prefix: sum(n for k, n in sizes.items()
+                               if k.startswith(prefix) and k.endswith("kernel"))
+  batch, seq, pred = 256, 128, 20
+  tokens, h, layers = batch * seq, cfg.hidden_size, cfg.num_layers
+  # 2 FLOPs per weight per row forward, twice that backward: 6 N per row.
+  expected = 6 * (
+      tokens * kernels("bert/encoder")
+      + batch * pred * (kernels("mlm/") + sizes[
+          "bert/embeddings/word_embeddings/embedding"])
+      + batch * (kernels("bert/pooler") + kernels("nsp/")))
+  expected += 3 * tokens * layers * 2 * (2 * seq * h)  # QK^T and AV
+  got = train.model_flops_per_step(cfg, batch, seq, pred, "mlm_nsp")
+  np.testing.assert_allclose(got, expected, rtol=1e-12)
+  assert train.peak_flops("TPU v3") == 61.5e12 and train.peak_flops("cpu") is None
+
+
 def _run_steps(config, mesh, data_dir, n):
   fns = train.make_train_step(config, mesh, vocab_size=8000)
   it = train.make_iterator(config, data_dir, "train",
