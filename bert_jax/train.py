@@ -588,9 +588,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
         f"non-finite loss at step {bad}; the checkpoint at step {bad} in "
         f"{ckpt.directory} holds the last good state")
 
+  saved_at = [start]  # the newest checkpoint's step (0: none yet)
+
   def save(s, force=False):
+    if s == saved_at[0]:
+      return  # e.g. a periodic save step that is also the last or preempted
     stop_if_bad()  # never checkpoint a state that stopped learning
     ckpt.save(s, state, data_iter.get_state(), config_json, force=force)
+    saved_at[0] = s
 
   try:
     while step < total:
@@ -653,8 +658,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
         ckpt.wait()
         print(f"preempted: checkpoint saved at step {step}", flush=True)
         return {"preempted_at_step": step}
-    if step not in ckpt.all_steps():
-      save(step, force=True)
+    save(step, force=True)
     ckpt.wait()
   finally:
     watcher.close()

@@ -3,6 +3,7 @@
 import json
 import logging
 import os
+import re
 import signal
 
 import jax
@@ -13,6 +14,8 @@ from jax.sharding import PartitionSpec as P
 
 from bert_jax import checkpoints
 from bert_jax import sharding
+from bert_jax import train
+from tests import test_train
 from tests.test_train import _exported_params
 from tests.test_train import _main
 from tests.test_train import _wait_for
@@ -110,10 +113,11 @@ def test_killed_and_resumed_run_is_bitwise_identical(data_dir, tmp_path):
     np.testing.assert_array_equal(a[k], b[k], err_msg=k)
 
 
-def test_sigterm_saves_and_resume_completes(data_dir, tmp_path):
+def test_sigterm_saves_and_a_corrupted_newest_is_skipped(data_dir, tmp_path):
   workdir = str(tmp_path / "w")
+  ckpt_dir = os.path.join(workdir, "checkpoints")
   proc = _main(workdir, data_dir, "--config.num_train_steps=400",
-               "--config.save_checkpoints_steps=1000", wait=False)
+               "--config.export=false", wait=False)
   # Wait until training is under way, then preempt.
   lines = []
   for line in proc.stdout:
@@ -123,31 +127,25 @@ def test_sigterm_saves_and_resume_completes(data_dir, tmp_path):
   proc.send_signal(signal.SIGTERM)
   out, _ = proc.communicate(timeout=120)
   assert proc.returncode == 0, "".join(lines) + out
-  assert "preempted: checkpoint saved at step" in out
-  saved = checkpoints.Checkpointer(os.path.join(workdir,
-                                                "checkpoints")).all_steps()
-  assert saved and 3 <= saved[-1] < 400
-  rc, out = _main(workdir, data_dir, "--config.num_train_steps=" +
-                  str(saved[-1] + 4))
-  assert rc == 0, out[-3000:]
-  assert f"resumed from the checkpoint at step {saved[-1]}" in out
+  m = re.search(r"preempted: checkpoint saved at step (\d+)", out)
+  assert m, out[-3000:]
+  stopped = int(m.group(1))
+  saved = checkpoints.Checkpointer(ckpt_dir).all_steps()
+  assert 3 <= stopped < 400 and saved[-1] == stopped and 2 in saved
+  # The preemption checkpoint is complete: state and input position.
+  config = test_train.tiny_config(data_dir)
+  fns = train.make_train_step(config, train.make_mesh(config), 8000)
+  step, state, data = checkpoints.Checkpointer(ckpt_dir).restore_latest(
+      fns.abstract_state)
+  assert step == int(state["step"]) == data["step"] == stopped
 
-
-def test_corrupted_newest_checkpoint_is_skipped(data_dir, tmp_path):
-  workdir = str(tmp_path / "w")
-  rc, out = _main(workdir, data_dir, "--config.num_train_steps=4",
+  # Corrupt every file of its train state: the run resumes from the one
+  # before, with a warning, and completes.
+  _corrupt(os.path.join(ckpt_dir, str(stopped)))
+  before = max(s for s in saved if s < stopped)
+  rc, out = _main(workdir, data_dir, f"--config.num_train_steps={stopped + 2}",
                   "--config.export=false")
   assert rc == 0, out[-3000:]
-  ckpt_dir = os.path.join(workdir, "checkpoints")
-  steps = sorted(int(d) for d in os.listdir(ckpt_dir) if d.isdigit())
-  assert steps[-2:] == [2, 4]
-  # Corrupt every file of the newest checkpoint's train state.
-  for root, _, files in os.walk(os.path.join(ckpt_dir, "4", "state")):
-    for name in files:
-      with open(os.path.join(root, name), "wb") as f:
-        f.write(b"garbage")
-  rc, out = _main(workdir, data_dir, "--config.num_train_steps=6",
-                  "--config.export=false")
-  assert rc == 0, out[-3000:]
-  assert "resumed from the checkpoint at step 2" in out
-  assert "is unreadable" in out
+  assert f"checkpoint at step {stopped} in" in out and "is unreadable" in out
+  assert f"resumed from the checkpoint at step {before}" in out
+  assert re.search(rf"^step {stopped + 2}/{stopped + 2}  loss", out, re.M)
