@@ -136,17 +136,21 @@ def create_masked_lm_predictions_batch(
     masked_lm_prob: float,
     max_predictions_per_seq: int,
     mask_ratios: Sequence[float] = DEFAULT_MASK_RATIOS,
+    word_start: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-  """`create_masked_lm_predictions` for a batch, token-level masking only.
+  """`create_masked_lm_predictions` for a batch.
 
-  The same rule and distribution (a uniformly random subset of the
-  candidates of each row), drawn with whole-batch array operations: the
-  per-sequence version costs ~50 us of Python a row.
+  The same rule and distribution, drawn with whole-batch array operations
+  (the per-sequence version costs ~50 us of Python a row): a uniformly random
+  k-subset of each row's candidates, or with `word_start` whole words taken
+  in a random order, skipping a word that would overflow k.
 
   Args:
     input_ids: int [N, L].
     num_tokens: int [N], real tokens of each row (the rest is padding).
     rng, special_ids, ...: as in `create_masked_lm_predictions`.
+    word_start: bool [N, L], True where a token starts a word; None: every
+      token is its own word.
 
   Returns:
     (masked_input_ids [N, L], masked_lm_positions [N, P],
@@ -156,28 +160,59 @@ def create_masked_lm_predictions_batch(
   ids = np.asarray(input_ids, np.int32)
   n_rows, length = ids.shape
   num_tokens = np.asarray(num_tokens)
-  cand = np.arange(length) < num_tokens[:, None]
+  pos_L = np.arange(length)
+  cand = pos_L < num_tokens[:, None]
   for sid in special_ids:
     cand &= ids != sid
   k = np.minimum(max_predictions_per_seq,
                  np.maximum(1, np.rint(num_tokens * masked_lm_prob)))
   k = np.minimum(k, cand.sum(1)).astype(np.int64)
-  # Random keys, non-candidates last: the first k of each row's order are a
-  # uniformly random k-subset of its candidates.
-  keys = np.where(cand, rng.random((n_rows, length)), 2.0)
   pred = max_predictions_per_seq
-  if pred < length:
-    top = np.argpartition(keys, pred - 1, axis=1)[:, :pred]
-    top = np.take_along_axis(
-        top, np.argsort(np.take_along_axis(keys, top, 1), axis=1), 1)
-  else:
-    top = np.argsort(keys, axis=1)
-    top = np.pad(top, ((0, 0), (0, pred - length)))
-  valid = np.arange(pred) < k[:, None]
-  positions = np.sort(np.where(valid, top, length), axis=1)
-  valid = positions < length  # the same count, now left-aligned
-  positions = np.where(valid, positions, 0).astype(np.int32)
   rows = np.arange(n_rows)[:, None]
+  if word_start is None:
+    # Random keys, non-candidates last: the first k of each row's order are
+    # a uniformly random k-subset of its candidates.
+    keys = np.where(cand, rng.random((n_rows, length)), 2.0)
+    if pred < length:
+      top = np.argpartition(keys, pred - 1, axis=1)[:, :pred]
+      top = np.take_along_axis(
+          top, np.argsort(np.take_along_axis(keys, top, 1), axis=1), 1)
+    else:
+      top = np.argsort(keys, axis=1)
+      top = np.pad(top, ((0, 0), (0, pred - length)))
+    valid = np.arange(pred) < k[:, None]
+    positions = np.sort(np.where(valid, top, length), axis=1)
+  else:
+    # A word: a candidate that starts one (or a row's first candidate) and
+    # the continuation candidates after it, as TF1 groups them.
+    first = cand & (np.cumsum(cand, axis=1) == 1)
+    starts = cand & (np.asarray(word_start, bool) | first)
+    word_of = np.maximum.accumulate(np.where(starts, pos_L, -1), axis=1)
+    size_at = np.zeros((n_rows, length + 1), np.int64)
+    np.add.at(size_at, (np.broadcast_to(rows, cand.shape)[cand],
+                        word_of[cand]), 1)
+    # Words in a random order (each keyed at its first token); greedy
+    # take-or-skip along that order for every row at once.
+    order = np.argsort(np.where(starts, rng.random((n_rows, length)), 2.0),
+                       axis=1)
+    num_words = starts.sum(1)
+    taken_at = np.zeros((n_rows, length + 1), bool)
+    total = np.zeros(n_rows, np.int64)
+    for r in range(int(num_words.max(initial=0))):
+      word = order[:, r]
+      size = size_at[rows[:, 0], word]
+      take = (r < num_words) & (total + size <= k)
+      taken_at[rows[:, 0], word] = take
+      total += np.where(take, size, 0)
+    chosen = cand & taken_at[rows, np.maximum(word_of, 0)]
+    positions = np.sort(np.where(chosen, pos_L, length), axis=1)
+    if pred < length:
+      positions = positions[:, :pred]
+    else:
+      positions = np.pad(positions, ((0, 0), (0, pred - length)),
+                         constant_values=length)
+  valid = positions < length  # the chosen, left-aligned
+  positions = np.where(valid, positions, 0).astype(np.int32)
   labels = np.where(valid, ids[rows, positions], 0).astype(np.int32)
   u = rng.random((n_rows, pred))
   random_ids = rng.integers(0, vocab_size, (n_rows, pred), dtype=np.int32)

@@ -25,10 +25,18 @@ Documents and instances are shuffled within their group (TF1 shuffles both
 over the whole corpus); the input pipeline shuffles globally at training
 time. The group size, not the number of workers, is what the output depends
 on: the same seed, inputs and `group_sentences` give the same records.
+
+Speed. TF1 builds every instance as Python lists of tokens. Here the
+per-document loop runs on sentence offsets only (`nsp_spans`: each instance
+is a start and a length in the group's token stream for A and for B, found
+by bisection, with TF1's random draws in TF1's order); truncation is a
+closed form plus a binomial draw per segment, and the rows are assembled,
+shuffled and masked for the whole group with array operations.
 """
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import random
 from collections.abc import Sequence
@@ -101,19 +109,45 @@ class VocabInfo:
     return (self.cls_id, self.sep_id, self.pad_id)
 
 
-Instance = dict[str, np.ndarray]
+Instances = dict[str, np.ndarray]  # every feature with a leading [N] axis
 TokenDoc = list[np.ndarray]  # one int32 array of ids per sentence
 
 
-def truncate_pair(a: list[int], b: list[int], max_tokens: int,
-                  rng: random.Random) -> None:
-  """TF1's pre-training truncation: drop from the front or the back."""
-  while len(a) + len(b) > max_tokens:
-    longer = a if len(a) > len(b) else b
-    if rng.random() < 0.5:
-      del longer[0]
-    else:
-      longer.pop()
+def truncated_lengths(len_a: np.ndarray, len_b: np.ndarray, max_tokens: int
+                      ) -> tuple[np.ndarray, np.ndarray]:
+  """Tokens TF1's truncation loop removes from A and from B, in closed form.
+
+  The loop drops one token at a time from the longer segment (B on a tie)
+  until the pair fits: the longer one comes down to the shorter, then B and
+  A alternate, B first.
+  """
+  len_a = np.asarray(len_a, np.int64)
+  len_b = np.asarray(len_b, np.int64)
+  excess = np.maximum(len_a + len_b - max_tokens, 0)
+  gap = np.minimum(np.abs(len_a - len_b), excess)
+  rest = excess - gap
+  cut_a = np.where(len_a > len_b, gap, 0) + rest // 2
+  cut_b = np.where(len_a > len_b, 0, gap) + rest - rest // 2
+  return cut_a, cut_b
+
+
+class Spans:
+  """Each instance as (start, length) ranges of a group's token stream."""
+
+  def __init__(self):
+    self.a_start, self.a_len, self.b_start, self.b_len = [], [], [], []
+    self.label = []
+
+  def add(self, a_start, a_len, b_start, b_len, label):
+    self.a_start.append(a_start)
+    self.a_len.append(a_len)
+    self.b_start.append(b_start)
+    self.b_len.append(b_len)
+    self.label.append(label)
+
+  def arrays(self) -> tuple[np.ndarray, ...]:
+    return tuple(np.asarray(x, np.int64) for x in (
+        self.a_start, self.a_len, self.b_start, self.b_len, self.label))
 
 
 def _target_length(max_tokens: int, opts: DataOptions,
@@ -123,153 +157,167 @@ def _target_length(max_tokens: int, opts: DataOptions,
   return max_tokens
 
 
-def _finish(tokens: list[int], segment_ids: list[int], nsp_label: int,
-            opts: DataOptions, vocab: VocabInfo,
-            np_rng: np.random.Generator) -> Instance:
-  length = opts.max_seq_length
-  n = len(tokens)
-  ids = np.zeros(length, np.int32)
-  ids[:n] = tokens
-  mask = np.zeros(length, np.int32)
-  mask[:n] = 1
-  seg = np.zeros(length, np.int32)
-  seg[:n] = segment_ids
-  inst: Instance = {"input_ids": ids, "input_mask": mask, "segment_ids": seg}
-  if opts.objective == "ltr":
-    return inst
-  if opts.dynamic_masking:
-    word_start = np.zeros(length, np.int32)
-    word_start[:n] = ~vocab.continuation[ids[:n]]
-    inst["word_start"] = word_start
-  elif opts.whole_word_mask:
-    masked, pos, labels, weights = masking.create_masked_lm_predictions(
-        ids, np_rng, special_ids=vocab.special_ids,
-        vocab_size=vocab.vocab_size, mask_id=vocab.mask_id,
-        masked_lm_prob=opts.masked_lm_prob,
-        max_predictions_per_seq=opts.max_predictions_per_seq,
-        mask_ratios=opts.mask_ratios,
-        word_start=~vocab.continuation[ids], num_tokens=n)
-    inst.update(input_ids=masked, masked_lm_positions=pos,
-                masked_lm_ids=labels, masked_lm_weights=weights)
-  # Token-level static masking happens for all instances at once, in
-  # `_mask_batch`.
-  inst["next_sentence_labels"] = np.array([nsp_label], np.int32)
-  return inst
+def nsp_spans(bounds: Sequence[Sequence[int]], doc_index: int,
+              opts: DataOptions, rng: random.Random, out: Spans) -> None:
+  """TF1's `create_instances_from_document` for one document, on offsets.
 
-
-def instances_from_document(docs: Sequence[TokenDoc], doc_index: int,
-                            opts: DataOptions, vocab: VocabInfo,
-                            rng: random.Random,
-                            np_rng: np.random.Generator) -> list[Instance]:
-  """The TF1 algorithm for one document; `docs` is the random-next pool.
-
-  Static token-level masking is left to `create_instances` (batched);
-  whole-word and dynamic masking are applied here.
+  `bounds[d]` holds the token offsets of document d's sentence boundaries
+  (n + 1 of them for n sentences) in the group's token stream; every other
+  document is the random-next pool. Instances are recorded untruncated.
   """
-  document = docs[doc_index]
-  max_tokens = opts.max_seq_length - 3
-  target = _target_length(max_tokens, opts, rng)
-  out = []
-  chunk: list[np.ndarray] = []
-  chunk_len = 0
-  i = 0
-  while i < len(document):
-    chunk.append(document[i])
-    chunk_len += len(document[i])
-    if i == len(document) - 1 or chunk_len >= target:
-      if chunk:
-        a_end = rng.randint(1, len(chunk) - 1) if len(chunk) >= 2 else 1
-        tokens_a = [t for s in chunk[:a_end] for t in s]
-        tokens_b: list[int] = []
-        if len(chunk) == 1 or rng.random() < 0.5:
-          is_random = 1
-          target_b = target - len(tokens_a)
-          for _ in range(10):
-            r = rng.randint(0, len(docs) - 1)
-            if r != doc_index:
-              break
-          random_doc = docs[r]
-          start = rng.randint(0, len(random_doc) - 1)
-          for j in range(start, len(random_doc)):
-            tokens_b.extend(random_doc[j])
-            if len(tokens_b) >= target_b:
-              break
-          # Put the unused sentences back for the next chunk.
-          i -= len(chunk) - a_end
-        else:
-          is_random = 0
-          tokens_b = [t for s in chunk[a_end:] for t in s]
-        truncate_pair(tokens_a, tokens_b, max_tokens, rng)
-        if tokens_a and tokens_b:
-          tokens = ([vocab.cls_id] + tokens_a + [vocab.sep_id] + tokens_b
-                    + [vocab.sep_id])
-          segment_ids = [0] * (len(tokens_a) + 2) + [1] * (len(tokens_b) + 1)
-          out.append(_finish(tokens, segment_ids, is_random, opts, vocab,
-                             np_rng))
-      chunk = []
-      chunk_len = 0
-    i += 1
-  return out
+  cum = bounds[doc_index]
+  n = len(cum) - 1
+  target = _target_length(opts.max_seq_length - 3, opts, rng)
+  s = 0  # first sentence of the chunk
+  while s < n:
+    # The chunk grows a sentence at a time until it reaches the target or
+    # the document ends: sentences s..j.
+    j = min(bisect.bisect_left(cum, cum[s] + target, s + 1), n) - 1
+    size = j - s + 1
+    a_end = s + (rng.randint(1, size - 1) if size >= 2 else 1)
+    a_len = cum[a_end] - cum[s]
+    if size == 1 or rng.random() < 0.5:
+      for _ in range(10):
+        r = rng.randint(0, len(bounds) - 1)
+        if r != doc_index:
+          break
+      other = bounds[r]
+      first = rng.randint(0, len(other) - 2)
+      # Sentences from `first` until B reaches the rest of the target (at
+      # least one).
+      last = min(bisect.bisect_left(other, other[first] + target - a_len,
+                                    first + 1), len(other) - 1)
+      out.add(cum[s], a_len, other[first], other[last] - other[first], 1)
+      s = a_end  # the unused sentences go back for the next chunk
+    else:
+      out.add(cum[s], a_len, cum[a_end], cum[j + 1] - cum[a_end], 0)
+      s = j + 1
 
 
-def contiguous_instances(document: TokenDoc, opts: DataOptions,
-                         vocab: VocabInfo, rng: random.Random,
-                         np_rng: np.random.Generator) -> list[Instance]:
-  """`mlm` / `ltr`: [CLS] contiguous text of one document [SEP]."""
+def contiguous_spans(cum: Sequence[int], opts: DataOptions,
+                     rng: random.Random, out: Spans) -> None:
+  """`mlm` / `ltr`: consecutive pieces of one document's token stream."""
   max_tokens = opts.max_seq_length - 2
-  stream = np.concatenate(document) if document else np.zeros(0, np.int32)
-  out = []
-  start = 0
-  while start < len(stream):
+  start, end = cum[0], cum[-1]
+  first = True
+  while start < end:
     target = _target_length(max_tokens, opts, rng)
-    piece = stream[start:start + target].tolist()
-    start += target
-    if len(piece) < 2 and out:
+    length = min(target, end - start)
+    if length < 2 and not first:
       break  # a lone trailing token makes no example
-    tokens = [vocab.cls_id] + piece + [vocab.sep_id]
-    out.append(_finish(tokens, [0] * len(tokens), 0, opts, vocab, np_rng))
+    out.add(start, length, start, 0, 0)
+    start += target
+    first = False
+
+
+def flatten_documents(docs: Sequence[TokenDoc]
+             ) -> tuple[np.ndarray, list[list[int]]]:
+  """The group's token stream and each document's sentence offsets."""
+  lengths = [len(s) for d in docs for s in d]
+  ends = np.cumsum(lengths).tolist()
+  bounds, k = [], 0
+  for d in docs:
+    bounds.append([ends[k - 1] if k else 0] + ends[k:k + len(d)])
+    k += len(d)
+  tokens = (np.concatenate([s for d in docs for s in d]).astype(np.int32)
+            if lengths else np.zeros(0, np.int32))
+  return tokens, bounds
+
+
+def build_instances(tokens: np.ndarray, spans: Spans, opts: DataOptions,
+                    vocab: VocabInfo, np_rng: np.random.Generator
+                    ) -> Instances:
+  """[CLS] A [SEP] (B [SEP]) rows from spans, truncated as TF1 does.
+
+  A pair whose length exceeds max_seq_length - 3 loses tokens from the
+  longer segment, each from its front or its back with probability 1/2:
+  the number taken from the front is Binomial(cut, 1/2), as in TF1's loop.
+  """
+  a_start, a_len, b_start, b_len, label = spans.arrays()
+  pair = opts.objective == "mlm_nsp"
+  if pair:
+    cut_a, cut_b = truncated_lengths(a_len, b_len, opts.max_seq_length - 3)
+    a_start = a_start + np_rng.binomial(cut_a, 0.5)
+    b_start = b_start + np_rng.binomial(cut_b, 0.5)
+    a_len, b_len = a_len - cut_a, b_len - cut_b
+    keep = (a_len > 0) & (b_len > 0)
+    a_start, a_len, b_start, b_len, label = (
+        x[keep] for x in (a_start, a_len, b_start, b_len, label))
+  pos_L = np.arange(opts.max_seq_length)
+  a_end = a_len[:, None] + 1  # A at [1, a_end), then [SEP]
+  b_begin = a_end + 1
+  b_end = b_begin + b_len[:, None]  # B at [b_begin, b_end), then [SEP]
+  num_tokens = (a_len + 2 + (b_len + 1 if pair else 0))[:, None]
+  in_a = (pos_L >= 1) & (pos_L < a_end)
+  in_b = (pos_L >= b_begin) & (pos_L < b_end) if pair else False
+  src = np.where(in_a, a_start[:, None] + pos_L - 1,
+                 b_start[:, None] + pos_L - b_begin)
+  ids = np.where(in_a | in_b,
+                 tokens[np.clip(src, 0, max(len(tokens) - 1, 0))], 0)
+  rows = np.arange(len(ids))
+  ids[:, 0] = vocab.cls_id
+  ids[rows, a_end[:, 0]] = vocab.sep_id
+  if pair:
+    ids[rows, b_end[:, 0]] = vocab.sep_id
+  input_mask = pos_L < num_tokens
+  out = {"input_ids": ids.astype(np.int32),
+         "input_mask": input_mask.astype(np.int32),
+         "segment_ids": ((pos_L >= b_begin) & input_mask).astype(np.int32)
+                        if pair else np.zeros_like(ids, np.int32)}
+  if opts.objective != "ltr":
+    out["next_sentence_labels"] = label.astype(np.int32)[:, None]
   return out
 
 
 def create_instances(docs: Sequence[TokenDoc], opts: DataOptions,
                      vocab: VocabInfo, seed: int,
-                     dupe_factor: int | None = None) -> list[Instance]:
-  """All instances of a group of documents, over dupe_factor passes."""
+                     dupe_factor: int | None = None) -> Instances:
+  """All instances of a group of documents, over dupe_factor passes.
+
+  The per-document algorithm runs on sentence offsets only; the rows are
+  then built, shuffled and masked with whole-group array operations.
+  """
   rng = random.Random(seed)
   np_rng = np.random.default_rng(seed)
   docs = [d for d in docs if d]
   rng.shuffle(docs)  # as TF1 does before its passes
-  out: list[Instance] = []
+  tokens, bounds = flatten_documents(docs)
+  spans = Spans()
   for _ in range(opts.dupe_factor if dupe_factor is None else dupe_factor):
     for index in range(len(docs)):
       if opts.objective == "mlm_nsp":
-        out.extend(instances_from_document(docs, index, opts, vocab, rng,
-                                           np_rng))
+        nsp_spans(bounds, index, opts, rng, spans)
       else:
-        out.extend(contiguous_instances(docs[index], opts, vocab, rng,
-                                        np_rng))
-  rng.shuffle(out)
-  if opts.masked and not opts.whole_word_mask:
-    _mask_batch(out, opts, vocab, np_rng)
+        contiguous_spans(bounds[index], opts, rng, spans)
+  out = build_instances(tokens, spans, opts, vocab, np_rng)
+  order = np_rng.permutation(len(out["input_ids"]))
+  out = {k: v[order] for k, v in out.items()}
+  if opts.dynamic_masking and opts.objective != "ltr":
+    out["word_start"] = (~vocab.continuation[out["input_ids"]]
+                         & (out["input_mask"] > 0)).astype(np.int32)
+  elif opts.masked:
+    out["input_ids"], *predictions = masking.create_masked_lm_predictions_batch(
+        out["input_ids"], out["input_mask"].sum(1), np_rng,
+        special_ids=vocab.special_ids, vocab_size=vocab.vocab_size,
+        mask_id=vocab.mask_id, masked_lm_prob=opts.masked_lm_prob,
+        max_predictions_per_seq=opts.max_predictions_per_seq,
+        mask_ratios=opts.mask_ratios,
+        word_start=(~vocab.continuation[out["input_ids"]]
+                    if opts.whole_word_mask else None))
+    for name, value in zip(("masked_lm_positions", "masked_lm_ids",
+                            "masked_lm_weights"), predictions):
+      out[name] = value
   return out
 
 
-def _mask_batch(instances: list[Instance], opts: DataOptions,
-                vocab: VocabInfo, np_rng: np.random.Generator) -> None:
-  """Static token-level masking of a group's instances, in place."""
-  if not instances:
-    return
-  ids = np.stack([i["input_ids"] for i in instances])
-  num_tokens = np.stack([i["input_mask"] for i in instances]).sum(1)
-  masked, pos, labels, weights = masking.create_masked_lm_predictions_batch(
-      ids, num_tokens, np_rng, special_ids=vocab.special_ids,
-      vocab_size=vocab.vocab_size, mask_id=vocab.mask_id,
-      masked_lm_prob=opts.masked_lm_prob,
-      max_predictions_per_seq=opts.max_predictions_per_seq,
-      mask_ratios=opts.mask_ratios)
-  for k, inst in enumerate(instances):
-    inst.update(input_ids=masked[k], masked_lm_positions=pos[k],
-                masked_lm_ids=labels[k], masked_lm_weights=weights[k])
+def num_instances(instances: Instances) -> int:
+  return len(instances["input_ids"])
+
+
+def unbatch(instances: Instances) -> list[dict[str, np.ndarray]]:
+  """One dict of arrays per instance (for inspection and tests)."""
+  return [{k: v[i] for k, v in instances.items()}
+          for i in range(num_instances(instances))]
 
 
 def tokenize_documents(docs: Sequence[Sequence[str]], tokenizer

@@ -114,13 +114,18 @@ def test_batched_serialization_matches_protobuf():
   # The reference: tf.train.Example built and serialised by protobuf.
   rng = np.random.default_rng(0)
   for high in (100, 30522, 1 << 34):
-    insts = [{
-        "input_ids": rng.integers(0, high, 64),
-        "input_mask": rng.integers(0, 2, 64).astype(np.int32),
-        "word_start": rng.integers(0, 2, 64).astype(np.int32),
-        "masked_lm_positions": rng.integers(0, 300, 10).astype(np.int32),
-        "masked_lm_weights": rng.random(10).astype(np.float32),
-        "next_sentence_labels": np.array([k % 2], np.int32),
-    } for k in range(50)]
-    assert cpd.serialize_instances(insts) == [
-        records.serialize_example(i) for i in insts]
+    for n in (1, 50, 5000):  # 5000: more than one assembly batch
+      batch = {
+          "input_ids": rng.integers(0, high, (n, 64)),
+          "input_mask": rng.integers(0, 2, (n, 64)).astype(np.int32),
+          "word_start": rng.integers(0, 2, (n, 64)).astype(np.int32),
+          "masked_lm_positions": rng.integers(0, 300, (n, 10)).astype(
+              np.int32),
+          "masked_lm_weights": rng.random((n, 10)).astype(np.float32),
+          "next_sentence_labels": (np.arange(n) % 2)[:, None].astype(
+              np.int32),
+          "empty": np.zeros((n, 0), np.int32),
+      }
+      assert cpd.serialize_instances(batch) == [
+          records.serialize_example({k: v[i] for k, v in batch.items()})
+          for i in range(n)]

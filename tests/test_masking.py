@@ -135,3 +135,43 @@ def test_batch_version_follows_the_same_rule():
   for observed, p in (((got == MASK).sum(), 0.8),
                       ((got == labels[w > 0]).sum(), 0.1)):
     assert abs(observed / total - p) < 5 * np.sqrt(p * (1 - p) / total)
+
+
+def test_batch_whole_words_follow_the_greedy_rule():
+  # Random word structure; TF1's rule: words in a random order, each taken
+  # unless it would overflow k. Hence the chosen set is a union of whole
+  # words, at most k tokens, and every word left out is larger than the
+  # room left (it was too large when its turn came, and the room only
+  # shrinks). The first word's inclusion rate matches the per-row version.
+  rng = np.random.default_rng(7)
+  rows = [_sequence(rng, int(a), int(b), 64)
+          for a, b in rng.integers(1, 30, (3000, 2))]
+  ids = np.stack([r[0] for r in rows])
+  n = np.array([r[1] for r in rows])
+  word_start = rng.random(ids.shape) < 0.6
+  args = dict(special_ids=(CLS, SEP, PAD), vocab_size=VOCAB_SIZE,
+              mask_id=MASK, masked_lm_prob=0.15, max_predictions_per_seq=20)
+  out, pos, labels, w = masking.create_masked_lm_predictions_batch(
+      ids, n, rng, word_start=word_start, **args)
+  first_in = [[], []]
+  for i in range(len(ids)):
+    cand = [p for p in range(n[i]) if ids[i, p] not in (CLS, SEP, PAD)]
+    words = []
+    for p in cand:  # TF1's grouping: a continuation joins the last word
+      if words and not word_start[i, p]:
+        words[-1].append(p)
+      else:
+        words.append([p])
+    k = min(20, max(1, int(round(n[i] * 0.15))))
+    chosen = set(pos[i, w[i] > 0].tolist())
+    taken = [wd for wd in words if set(wd) <= chosen]
+    assert chosen == {p for wd in taken for p in wd}
+    assert len(chosen) <= k
+    assert all(len(wd) > k - len(chosen) for wd in words if wd not in taken)
+    np.testing.assert_array_equal(labels[i, w[i] > 0], ids[i, sorted(chosen)])
+    first_in[0].append(set(words[0]) <= chosen)
+    _, pos1, _, w1 = masking.create_masked_lm_predictions(
+        ids[i], rng, word_start=word_start[i], num_tokens=int(n[i]), **args)
+    first_in[1].append(set(words[0]) <= set(pos1[w1 > 0].tolist()))
+  a, b = np.mean(first_in[0]), np.mean(first_in[1])
+  assert abs(a - b) < 5 * np.sqrt(a * (1 - a) * 2 / len(ids)), (a, b)

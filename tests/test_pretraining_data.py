@@ -42,7 +42,108 @@ def kjv_docs(tok):
 
 def _instances(docs, vocab, **kw):
   opts = pd.DataOptions(**{"dupe_factor": 1, **kw})
-  return pd.create_instances(docs, opts, vocab, seed=7)
+  return pd.unbatch(pd.create_instances(docs, opts, vocab, seed=7))
+
+
+def _tf1_document(all_docs, doc_index, max_seq_length, short_seq_prob, rng):
+  """google-research/bert `create_instances_from_document`, on token lists,
+  stopping before truncation: (tokens_a, tokens_b, is_random) per instance.
+  """
+  document = all_docs[doc_index]
+  max_num_tokens = max_seq_length - 3
+  target_seq_length = max_num_tokens
+  if rng.random() < short_seq_prob:
+    target_seq_length = rng.randint(2, max_num_tokens)
+  instances, current_chunk, current_length, i = [], [], 0, 0
+  while i < len(document):
+    segment = document[i]
+    current_chunk.append(segment)
+    current_length += len(segment)
+    if i == len(document) - 1 or current_length >= target_seq_length:
+      if current_chunk:
+        a_end = 1
+        if len(current_chunk) >= 2:
+          a_end = rng.randint(1, len(current_chunk) - 1)
+        tokens_a = [t for s in current_chunk[:a_end] for t in s]
+        tokens_b = []
+        if len(current_chunk) == 1 or rng.random() < 0.5:
+          is_random_next = True
+          target_b_length = target_seq_length - len(tokens_a)
+          for _ in range(10):
+            random_document_index = rng.randint(0, len(all_docs) - 1)
+            if random_document_index != doc_index:
+              break
+          random_document = all_docs[random_document_index]
+          random_start = rng.randint(0, len(random_document) - 1)
+          for j in range(random_start, len(random_document)):
+            tokens_b.extend(random_document[j])
+            if len(tokens_b) >= target_b_length:
+              break
+          num_unused_segments = len(current_chunk) - a_end
+          i -= num_unused_segments
+        else:
+          is_random_next = False
+          for j in range(a_end, len(current_chunk)):
+            tokens_b.extend(current_chunk[j])
+        instances.append((tokens_a, tokens_b, is_random_next))
+      current_chunk, current_length = [], 0
+    i += 1
+  return instances
+
+
+def test_offset_algorithm_is_tf1_draw_for_draw(kjv_docs):
+  import random  # pylint: disable=g-import-not-at-top
+  docs = [[s.tolist() for s in d] for d in kjv_docs[:120]]
+  tokens, bounds = pd.flatten_documents(kjv_docs[:120])
+  for short in (0.1, 1.0):
+    opts = pd.DataOptions(short_seq_prob=short)
+    ref_rng, rng = random.Random(3), random.Random(3)
+    for index in range(len(docs)):
+      want = _tf1_document(docs, index, 128, short, ref_rng)
+      spans = pd.Spans()
+      pd.nsp_spans(bounds, index, opts, rng, spans)
+      a_start, a_len, b_start, b_len, label = spans.arrays()
+      got = [(tokens[a:a + m].tolist(), tokens[b:b + n].tolist(), bool(r))
+             for a, m, b, n, r in zip(a_start, a_len, b_start, b_len, label)]
+      assert got == want, index
+
+
+def test_truncation_closed_form_and_front_back_split():
+  def tf1_loop(a, b, max_tokens):  # TF1's truncate_seq_pair, on lengths
+    cut_a = cut_b = 0
+    while a + b > max_tokens:
+      if a > b:
+        a, cut_a = a - 1, cut_a + 1
+      else:
+        b, cut_b = b - 1, cut_b + 1
+    return cut_a, cut_b
+  la, lb = np.meshgrid(np.arange(0, 160), np.arange(0, 160))
+  cut_a, cut_b = pd.truncated_lengths(la.ravel(), lb.ravel(), 125)
+  want = np.array([tf1_loop(a, b, 125) for a, b in zip(la.ravel(),
+                                                       lb.ravel())])
+  np.testing.assert_array_equal(np.stack([cut_a, cut_b], 1), want)
+  # Built rows: A and B stay contiguous pieces of the stream; the tokens
+  # cut from A's front follow Binomial(cut, 1/2), as TF1's coin per token.
+  vocab = pd.VocabInfo(cls_id=-1, sep_id=-2, mask_id=-3, pad_id=0,
+                       vocab_size=1000, continuation=np.zeros(1000, bool))
+  stream = np.arange(1, 1001, dtype=np.int32)
+  spans = pd.Spans()
+  for _ in range(4000):
+    spans.add(100, 200, 600, 10, 1)  # A 200, B 10 -> A loses 85
+  rows = pd.build_instances(stream, spans, pd.DataOptions(objective="mlm_nsp"),
+                            vocab, np.random.default_rng(0))
+  ids = rows["input_ids"]
+  assert (ids[:, 0] == -1).all() and (ids[:, 116] == -2).all()
+  assert (ids[:, 127] == -2).all() and rows["input_mask"].all()
+  np.testing.assert_array_equal(ids[:, 117:127], stream[600:610] + 0 * ids[
+      :, 117:127])
+  a = ids[:, 1:116]
+  assert (np.diff(a, axis=1) == 1).all()
+  front = a[:, 0] - stream[100]
+  assert ((front >= 0) & (front <= 85)).all()
+  assert abs(front.mean() - 42.5) < 5 * np.sqrt(85 / 4 / 4000)
+  assert abs(front.var() - 85 / 4) < 0.1 * 85 / 4
+  np.testing.assert_array_equal(rows["segment_ids"][0], [0] * 117 + [1] * 11)
 
 
 def test_nsp_fraction_lengths_and_segments(kjv_docs, vocab):
@@ -151,12 +252,16 @@ def test_mlm_and_ltr_objectives(kjv_docs, vocab):
   doc = np.concatenate(kjv_docs[0])
   opts = pd.DataOptions(objective="ltr", short_seq_prob=0.0)
   import random  # pylint: disable=g-import-not-at-top
-  pieces = pd.contiguous_instances(kjv_docs[0], opts, vocab,
-                                   random.Random(0),
-                                   np.random.default_rng(0))
+  tokens, bounds = pd.flatten_documents(kjv_docs[:1])
+  spans = pd.Spans()
+  pd.contiguous_spans(bounds[0], opts, random.Random(0), spans)
+  pieces = pd.unbatch(pd.build_instances(tokens, spans, opts, vocab,
+                                         np.random.default_rng(0)))
   joined = np.concatenate([p["input_ids"][1:p["input_mask"].sum() - 1]
                            for p in pieces])
-  np.testing.assert_array_equal(joined, doc[:len(joined)])
+  np.testing.assert_array_equal(joined, doc)
+  assert all(p["input_ids"][p["input_mask"].sum() - 1] == vocab.sep_id
+             for p in pieces)
 
 
 def _make(tmp_path, name, inputs, **kw):

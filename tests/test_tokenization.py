@@ -220,6 +220,28 @@ def test_fast_batch_path_equals_slow_path(do_lower_case, real_lines,
   assert fast > 0.9 * len(texts) > 3000
 
 
+@pytest.mark.parametrize("do_lower_case", [True, False])
+def test_ascii_route_equals_slow_path_and_tokenizers(do_lower_case,
+                                                     cased_vocab):
+  # ASCII text takes its own route (regular expressions, WordPiece memoised
+  # per word). Every ASCII character, controls included, in random mixes;
+  # long words ([UNK] past 200 characters); repeated words (the memo).
+  tok = tokenization.FullTokenizer(_vocab_for(do_lower_case, cased_vocab),
+                                   do_lower_case=do_lower_case)
+  rng = random.Random(1)
+  pool = [chr(c) for c in range(128)] + list("eatonshr EATON") * 4
+  texts = ["".join(rng.choice(pool) for _ in range(rng.randint(0, 80)))
+           for _ in range(4000)]
+  texts += ["a" * 200, "a" * 201 + " b", "Unaffable unAFFable!" * 3] * 2
+  slow = [tok.tokenize(t) for t in texts]
+  assert tok.tokenize_batch(texts) == slow
+  ids = tok.encode_batch(texts)
+  assert ids == [tok.convert_tokens_to_ids(t) for t in slow]
+  # And the `tokenizers` library, an independent implementation, agrees.
+  rust = tok._fast_tokenizer().encode_batch(texts, add_special_tokens=False)
+  assert ids == [e.ids for e in rust]
+
+
 def _hf_basic(do_lower_case):
   """The `tokenizers` normaliser + pre-tokeniser the fast path uses."""
   tokenizers = pytest.importorskip("tokenizers")
