@@ -136,7 +136,8 @@ def run_peer(files, out_path, dupe_factor, max_seq_length=128,
       instances.extend(_tf1_instances(all_docs, i, max_seq_length, 0.1, 0.15,
                                       max_predictions, vocab_words, rng))
   rng.shuffle(instances)
-  with records.RecordWriter(out_path, "tfrecord") as w:
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  with tf.io.TFRecordWriter(out_path) as w:  # TF1's writer
     for tokens, seg, is_random, pos, labels in instances:
       ids = tok.convert_tokens_to_ids(tokens)
       pad = max_seq_length - len(ids)

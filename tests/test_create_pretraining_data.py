@@ -129,3 +129,19 @@ def test_batched_serialization_matches_protobuf():
       assert cpd.serialize_instances(batch) == [
           records.serialize_example({k: v[i] for k, v in batch.items()})
           for i in range(n)]
+
+
+def test_tfrecord_files_equal_tensorflows_byte_for_byte(tmp_path):
+  tf = pytest.importorskip("tensorflow")
+  rng = np.random.default_rng(1)
+  payloads = [rng.bytes(int(n)) for n in rng.integers(0, 3000, 200)]
+  payloads += [b"", b"x" * 70000]
+  with records.RecordWriter(str(tmp_path / "ours.tfrecord")) as w:
+    for p in payloads:
+      w.write(p)
+  with tf.io.TFRecordWriter(str(tmp_path / "tf.tfrecord")) as w:
+    for p in payloads:
+      w.write(p)
+  assert ((tmp_path / "ours.tfrecord").read_bytes()
+          == (tmp_path / "tf.tfrecord").read_bytes())
+  assert list(records.read_records(str(tmp_path / "ours.tfrecord"))) == payloads
