@@ -38,10 +38,11 @@ processes are needed. One core gives ~40,000 sequences/s at seq 128 (the
 goal is 5,000); see bench/bench_input_pipeline.py.
 
 Dynamic masking. Records made with `--dynamic_masking` hold unmasked ids
-(plus `word_start` for whole-word masking); `masking.
-create_masked_lm_predictions` masks them as they are read, with a numpy
-Generator seeded by (seed, stream position): masks are a function of
-(seed, step), identical on any number of hosts, and new every epoch.
+(plus `word_start` for whole-word masking);
+`masking.create_masked_lm_predictions_batch` masks a batch as it is read,
+each row's random numbers keyed by (seed, its stream position)
+(`masking.RowRandom`): masks are a function of (seed, step), identical on
+any number of hosts, and new every epoch.
 
 TFRecord. TFRecord files (e.g. from Google's original script) have no
 random access. `convert_tfrecords`, or
@@ -463,26 +464,20 @@ class PretrainingBatches(grain.MapDataset):
     ids = batch["input_ids"]
     num_tokens = batch["input_mask"].sum(axis=1)
     word_start = batch.pop("word_start", None)
-    b, p = ids.shape[0], spec.max_predictions_per_seq
-    out_ids = np.empty_like(ids)
-    out_pos = np.zeros((b, p), np.int32)
-    out_lab = np.zeros((b, p), np.int32)
-    out_w = np.zeros((b, p), np.float32)
-    for r in range(b):
-      # Keyed by the global stream position: the same mask on any number of
-      # hosts, a new one every epoch.
-      rng = np.random.default_rng([self.seed, _MASKING_STREAM,
-                                   int(positions[r])])
-      (out_ids[r], out_pos[r], out_lab[r],
-       out_w[r]) = masking.create_masked_lm_predictions(
-           ids[r], rng, special_ids=spec.special_ids,
-           vocab_size=spec.vocab_size, mask_id=spec.mask_id,
-           masked_lm_prob=spec.masked_lm_prob,
-           max_predictions_per_seq=p, mask_ratios=spec.mask_ratios,
-           word_start=(word_start[r].astype(bool)
-                       if spec.whole_word_mask and word_start is not None
-                       else None),
-           num_tokens=int(num_tokens[r]))
+    # Each row's randomness is keyed by its global stream position: the
+    # same mask on any number of hosts, a new one every epoch.
+    rng = masking.RowRandom(masking.row_keys(self.seed, _MASKING_STREAM,
+                                             positions))
+    out_ids, out_pos, out_lab, out_w = (
+        masking.create_masked_lm_predictions_batch(
+            ids, num_tokens, rng, special_ids=spec.special_ids,
+            vocab_size=spec.vocab_size, mask_id=spec.mask_id,
+            masked_lm_prob=spec.masked_lm_prob,
+            max_predictions_per_seq=spec.max_predictions_per_seq,
+            mask_ratios=spec.mask_ratios,
+            word_start=(word_start.astype(bool)
+                        if spec.whole_word_mask and word_start is not None
+                        else None)))
     batch.update(input_ids=out_ids, masked_lm_positions=out_pos,
                  masked_lm_ids=out_lab, masked_lm_weights=out_w)
     return batch

@@ -175,3 +175,33 @@ def test_batch_whole_words_follow_the_greedy_rule():
     first_in[1].append(set(words[0]) <= set(pos1[w1 > 0].tolist()))
   a, b = np.mean(first_in[0]), np.mean(first_in[1])
   assert abs(a - b) < 5 * np.sqrt(a * (1 - a) * 2 / len(ids)), (a, b)
+
+
+def test_row_random_is_uniform_and_keyed_by_row():
+  keys = masking.row_keys(5, 77, np.arange(4000))
+  assert len(set(keys.tolist())) == 4000
+  rng = masking.RowRandom(keys)
+  u = rng.random((4000, 128))
+  n = u.size
+  assert (u >= 0).all() and (u < 1).all()
+  # Moments and a 100-bin chi-square against the uniform distribution.
+  assert abs(u.mean() - 0.5) < 5 * np.sqrt(1 / 12 / n)
+  assert abs(u.var() - 1 / 12) < 0.002
+  counts = np.histogram(u, bins=100, range=(0, 1))[0]
+  chi2 = ((counts - n / 100) ** 2 / (n / 100)).sum()
+  assert chi2 < 99 + 5 * np.sqrt(2 * 99)  # mean 99, sd sqrt(198)
+  # No correlation between neighbouring columns, rows, or draws.
+  for a, b in ((u[:, 1:], u[:, :-1]), (u[1:], u[:-1]),
+               (u, rng.random((4000, 128)))):
+    assert abs(np.corrcoef(a.ravel(), b.ravel())[0, 1]) < 5 / np.sqrt(n)
+  ints = rng.integers(0, 7, (4000, 128), dtype=np.int32)
+  assert ints.dtype == np.int32 and set(np.unique(ints)) == set(range(7))
+  assert (np.abs(np.bincount(ints.ravel()) - n / 7)
+          < 5 * np.sqrt(n / 7)).all()
+  # A row's numbers depend on its key alone, not on the batch around it.
+  whole = masking.RowRandom(keys[:10])
+  alone = masking.RowRandom(keys[7:8])
+  np.testing.assert_array_equal(whole.random((10, 16))[7],
+                                alone.random((1, 16))[0])
+  np.testing.assert_array_equal(whole.integers(0, 30522, (10, 5))[7],
+                                alone.integers(0, 30522, (1, 5))[0])
