@@ -8,8 +8,10 @@
         --random_seed=12345 [--do_whole_word_mask] [--objective=mlm_nsp]
         [--mask_ratios=0.8,0.1,0.1] [--format=array_record] [--num_workers=2]
 
-The main process streams documents (see `bert_jax.sources`) into groups;
-worker processes tokenise each group, create its instances (see
+The main process reads documents (see `bert_jax.sources`); worker processes
+split them into sentences (Wikipedia markup removal and pysbd are the
+costliest step of all), the main process deals the results into groups, and
+workers tokenise each group, create its instances (see
 `bert_jax.pretraining_data`) and serialise them; the main process deals them
 round-robin into `NAME-0000k-of-000NN.<format>` shards. Every shard is
 written under a temporary name and renamed when complete; `manifest.json`
@@ -257,21 +259,72 @@ def _groups(docs: Iterator[list[str]], group_sentences: int
     yield group
 
 
-def _bounded_imap(pool, fn, tasks: Iterator[Any], max_in_flight: int
-                  ) -> Iterator[Any]:
+class _Done:
+  """A result computed in this process, queued like an `AsyncResult`."""
+
+  def __init__(self, value: Any):
+    self._value = value
+
+  def get(self) -> Any:
+    return self._value
+
+
+def _bounded_imap(pool, fn, tasks: Iterator[Any], max_in_flight: int,
+                  local=lambda task: False) -> Iterator[Any]:
   """`pool.imap` with back-pressure, results in task order.
 
   `Pool.imap` feeds tasks from a thread and keeps finished results with no
   limit, so a corpus larger than RAM would be read in ahead of the workers.
-  Here at most `max_in_flight` groups exist at once: memory is bounded.
+  Here at most `max_in_flight` tasks exist at once: memory is bounded.
+  Tasks for which `local(task)` holds run here (not worth the transfer).
   """
   pending = collections.deque()
   for task in tasks:
-    pending.append(pool.apply_async(fn, (task,)))
+    pending.append(_Done(fn(task)) if local(task)
+                   else pool.apply_async(fn, (task,)))
     if len(pending) >= max_in_flight:
       yield pending.popleft().get()
   while pending:
     yield pending.popleft().get()
+
+
+_CHUNK_DOCUMENTS = 64
+_CHUNK_CHARS = 1 << 18
+
+
+def _raw_chunks(raw: Iterator[sources.RawDocument]
+                ) -> Iterator[list[sources.RawDocument]]:
+  chunk, chars = [], 0
+  for doc in raw:
+    chunk.append(doc)
+    chars += (len(doc.content) if isinstance(doc.content, str)
+              else sum(map(len, doc.content)))
+    if len(chunk) >= _CHUNK_DOCUMENTS or chars >= _CHUNK_CHARS:
+      yield chunk
+      chunk, chars = [], 0
+  if chunk:
+    yield chunk
+
+
+def _convert_chunk(chunk: list[sources.RawDocument]) -> list[list[str]]:
+  """Worker: markup removal and sentence splitting of a few documents."""
+  return [sources.to_sentences(raw) for raw in chunk]
+
+
+def _documents(raw: Iterator[sources.RawDocument], stats: sources.SourceStats,
+               pool, num_workers: int) -> Iterator[list[str]]:
+  """Sentence-split documents in input order; the splitting runs in the
+  workers (Wikipedia articles and raw paragraphs cost ~0.2 s each)."""
+  if pool is None:
+    converted = map(sources.to_sentences, raw)
+  else:
+    chunks = _bounded_imap(
+        pool, _convert_chunk, _raw_chunks(raw), 2 * num_workers,
+        local=lambda chunk: all(d.kind == "sentences" for d in chunk))
+    converted = (doc for chunk in chunks for doc in chunk)
+  for doc in converted:
+    if sources.counted(doc, stats):
+      yield doc
 
 
 def _sha256(path: str) -> str:
@@ -360,15 +413,12 @@ def create_pretraining_data(
   split_rng = random.Random(f"{random_seed}/eval-split")
   eval_docs: list[list[str]] = []
 
-  def route() -> Iterator[tuple[str, list[str]]]:
-    for doc in sources.iter_all_documents(inputs, stats, input_format,
-                                          tfds_data_dir):
-      yield ("eval" if split_rng.random() < eval_fraction else "train"), doc
-
-  # The eval share is small: collect it while streaming the train split.
-  def train_stream() -> Iterator[list[str]]:
-    for split, doc in route():
-      if split == "eval":
+  def train_stream(pool) -> Iterator[list[str]]:
+    # The eval share is small: collect it while streaming the train split.
+    raw = sources.iter_all_raw_documents(inputs, stats, input_format,
+                                         tfds_data_dir)
+    for doc in _documents(raw, stats, pool, num_workers):
+      if split_rng.random() < eval_fraction:
         eval_docs.append(doc)
       else:
         yield doc
@@ -379,7 +429,7 @@ def create_pretraining_data(
   with (ctx.Pool(num_workers, initializer=_init_worker) if num_workers > 1
         else contextlib.nullcontext()) as pool:
     manifest[name] = _write_split(
-        _groups(train_stream(), group_sentences), name, num_shards,
+        _groups(train_stream(pool), group_sentences), name, num_shards,
         output_dir, fmt, opts, vocab_file, do_lower_case, random_seed,
         opts.dupe_factor, pool, num_workers)
     if eval_fraction > 0:

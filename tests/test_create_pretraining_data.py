@@ -145,3 +145,27 @@ def test_tfrecord_files_equal_tensorflows_byte_for_byte(tmp_path):
   assert ((tmp_path / "ours.tfrecord").read_bytes()
           == (tmp_path / "tf.tfrecord").read_bytes())
   assert list(records.read_records(str(tmp_path / "ours.tfrecord"))) == payloads
+
+
+def test_sentence_splitting_in_workers_changes_nothing(tmp_path):
+  # Raw paragraphs are split by pysbd in the worker processes; the records
+  # and counts must equal a single-process run's, and the split must match
+  # sources.iter_documents (the in-process reader).
+  import gzip  # pylint: disable=g-import-not-at-top
+  with gzip.open(BOTCHAN, "rt") as f:
+    docs = f.read().split("\n\n")[:4]
+  raw = tmp_path / "raw.txt"
+  raw.write_text("\n\n".join(" ".join(d.split("\n")) for d in docs) + "\n")
+  opts = pd.DataOptions(max_seq_length=64, max_predictions_per_seq=10,
+                        dupe_factor=1)
+  runs = [cpd.create_pretraining_data(
+      str(raw), str(tmp_path / f"w{n}"), VOCAB, opts=opts, num_shards=2,
+      num_workers=n, input_format="raw", group_sentences=300)
+          for n in (1, 2)]
+  assert [s["sha256"] for s in runs[0]["train"]["shards"]] == [
+      s["sha256"] for s in runs[1]["train"]["shards"]]
+  assert runs[0]["source_stats"] == runs[1]["source_stats"]
+  stats = cpd.sources.SourceStats()
+  split = list(cpd.sources.iter_documents(str(raw), stats, "raw"))
+  assert len(split) == 4 and stats.as_dict() == runs[1]["source_stats"]
+  assert stats.sentences > 4 * 20  # paragraphs really were split
