@@ -415,8 +415,8 @@ def create_pretraining_data(
 
   def train_stream(pool) -> Iterator[list[str]]:
     # The eval share is small: collect it while streaming the train split.
-    raw = sources.iter_all_raw_documents(inputs, stats, input_format,
-                                         tfds_data_dir)
+    raw = (doc for path in inputs for doc in sources.iter_raw_documents(
+        path, stats, input_format, tfds_data_dir))
     for doc in _documents(raw, stats, pool, num_workers):
       if split_rng.random() < eval_fraction:
         eval_docs.append(doc)

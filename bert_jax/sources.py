@@ -329,14 +329,6 @@ def iter_raw_documents(path: str, stats: SourceStats,
                                      stats)
 
 
-def iter_all_raw_documents(paths: Sequence[str], stats: SourceStats,
-                           input_format: str = "auto",
-                           tfds_data_dir: str | None = None
-                           ) -> Iterator[RawDocument]:
-  for path in paths:
-    yield from iter_raw_documents(path, stats, input_format, tfds_data_dir)
-
-
 def to_sentences(raw: RawDocument) -> Document:
   """A document's sentences (markup removed, paragraphs split)."""
   if raw.kind == "sentences":
