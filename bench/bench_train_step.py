@@ -45,7 +45,7 @@ def make_batch(cfg, batch, seq, preds, seed=0):
   }
 
 
-def bench_jax(cfg, batch, steps, warmup):
+def bench_jax(cfg, batch, steps, warmup, prng="threefry2x32"):
   graphdef, state = nnx.split(heads.BertForPreTraining(cfg, rngs=nnx.Rngs(0)))
   params = state
   tx = optax.adamw(1e-4, b1=0.9, b2=0.999, eps=1e-6, weight_decay=0.01)
@@ -65,7 +65,7 @@ def bench_jax(cfg, batch, steps, warmup):
     return optax.apply_updates(params, updates), opt_state, loss
 
   step = jax.jit(step, donate_argnums=(0, 1))
-  key = jax.random.key(0)
+  key = jax.random.key(0, impl=prng)
   for i in range(warmup):
     params, opt_state, loss = step(params, opt_state, jax.random.fold_in(key, i))
   loss.block_until_ready()
@@ -124,19 +124,39 @@ def main():
   p.add_argument("--steps", type=int, default=10)
   p.add_argument("--warmup", type=int, default=3)
   p.add_argument("--no_peer", action="store_true")
+  p.add_argument("--variants", default="",
+                 help="Comma-separated bert_jax variants (default: all).")
   args = p.parse_args()
 
   cfg = model_lib.BertConfig.from_preset(args.preset, dtype=args.dtype)
   batch = make_batch(cfg, args.batch, args.seq, args.preds)
   results = {"device": jax.devices()[0].device_kind, "preset": args.preset,
              "batch": args.batch, "seq": args.seq, "dtype": args.dtype}
-  variants = {"bert_jax": cfg,
+  # name -> (config, PRNG implementation of the dropout keys).
+  variants = {"bert_jax": (cfg, "threefry2x32"),
+              # Dropout masks from the hardware generator instead of
+              # Threefry's counter arithmetic.
+              "bert_jax_rbg": (cfg, "rbg"),
+              "bert_jax_unsafe_rbg": (cfg, "unsafe_rbg"),
               # Attention dropout needs the probabilities; without it the
               # fused attention kernel can run (cuDNN on GPUs).
-              "bert_jax_no_attn_dropout": cfg.replace(
-                  attention_dropout_prob=0.0)}
-  for name, c in variants.items():
-    sec, loss = bench_jax(c, batch, args.steps, args.warmup)
+              "bert_jax_no_attn_dropout": (cfg.replace(
+                  attention_dropout_prob=0.0), "threefry2x32"),
+              # Layers unrolled instead of a scan over stacked weights.
+              "bert_jax_unrolled": (cfg.replace(scan_layers=False),
+                                    "threefry2x32"),
+              "bert_jax_unrolled_rbg": (cfg.replace(scan_layers=False), "rbg"),
+              # Diagnostics: no dropout at all; bf16 parameters.
+              "bert_jax_no_dropout": (cfg.replace(
+                  attention_dropout_prob=0.0, hidden_dropout_prob=0.0),
+                                      "threefry2x32"),
+              "bert_jax_bf16_params": (cfg.replace(param_dtype="bfloat16"),
+                                       "rbg")}
+  if args.variants:
+    variants = {k: v for k, v in variants.items()
+                if k in args.variants.split(",")}
+  for name, (c, prng) in variants.items():
+    sec, loss = bench_jax(c, batch, args.steps, args.warmup, prng)
     results[name] = {"seq_per_s": args.batch / sec, "loss": loss}
     print(f"{name:28s} {args.batch / sec:9.1f} seq/s  loss {loss:.3f}",
           flush=True)

@@ -51,6 +51,9 @@ def base() -> ml_collections.ConfigDict:
   c.model.attention_dropout_prob = 0.1
   c.model.dtype = "bfloat16"  # compute; params stay float32
   c.model.remat_policy = "none"
+  # A scan over stacked layers: fast compiles and the TPU plans in the
+  # README. On GPUs unrolled layers run 1.4-1.7x faster (launch/gpu_local.sh
+  # sets scan_layers=False).
   c.model.scan_layers = True
   c.model.attention_impl = ""  # "" = let JAX choose
 
