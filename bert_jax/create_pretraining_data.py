@@ -306,7 +306,8 @@ def _raw_chunks(raw: Iterator[sources.RawDocument]
     yield chunk
 
 
-def _convert_chunk(chunk: list[sources.RawDocument]) -> list[list[str]]:
+def _convert_chunk(chunk: list[sources.RawDocument]
+                   ) -> list[list[str] | None]:
   """Worker: markup removal and sentence splitting of a few documents."""
   return [sources.to_sentences(raw) for raw in chunk]
 
@@ -535,7 +536,8 @@ def main(argv: Sequence[str]) -> None:
         + f" from {s['documents']} documents in {m['seconds']} s; "
         f"repaired lines {s['repaired_lines']}, skipped: binary files "
         f"{s['skipped_binary_files']}, long lines {s['skipped_long_lines']}, "
-        f"empty documents {s['skipped_empty_documents']}; truncated files "
+        f"empty documents {s['skipped_empty_documents']}, unparsable "
+        f"documents {s['unparsable_documents']}; truncated files "
         f"{s['truncated_files']}")
 
 

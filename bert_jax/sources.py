@@ -58,6 +58,7 @@ class SourceStats:
   skipped_long_lines: int = 0
   skipped_empty_documents: int = 0
   truncated_files: int = 0  # corrupt/truncated archive: kept up to the fault
+  unparsable_documents: int = 0  # markup or splitting failed: skipped
 
   def add(self, other: "SourceStats") -> None:
     for f in dataclasses.fields(self):
@@ -329,23 +330,38 @@ def iter_raw_documents(path: str, stats: SourceStats,
                                      stats)
 
 
-def to_sentences(raw: RawDocument) -> Document:
-  """A document's sentences (markup removed, paragraphs split)."""
+def to_sentences(raw: RawDocument) -> Document | None:
+  """A document's sentences (markup removed, paragraphs split).
+
+  None when the markup parser or the sentence splitter fails on it (one
+  strange page must not stop a run over millions): `counted` skips it.
+  """
   if raw.kind == "sentences":
     return raw.content
-  if raw.kind == "paragraphs":
-    paragraphs = raw.content
-  elif raw.kind == "wiki":
-    paragraphs = wiki_to_paragraphs(raw.content)
-  elif raw.kind == "text":
-    paragraphs = [p.strip() for p in raw.content.split("\n") if p.strip()]
-  else:
+  if raw.kind not in ("paragraphs", "wiki", "text"):
     raise ValueError(f"unknown document kind {raw.kind!r}")
-  return [s for p in paragraphs for s in split_sentences(p)]
+  try:
+    if raw.kind == "paragraphs":
+      paragraphs = raw.content
+    elif raw.kind == "wiki":
+      paragraphs = wiki_to_paragraphs(raw.content)
+    else:
+      paragraphs = [p.strip() for p in raw.content.split("\n") if p.strip()]
+    return [s for p in paragraphs for s in split_sentences(p)]
+  except (RecursionError, ValueError, TypeError, IndexError, KeyError,
+          AttributeError) as e:
+    logging.warning("a %s document could not be converted (%s: %s); "
+                    "skipped: %r", raw.kind, type(e).__name__, e,
+                    str(raw.content)[:80])
+    return None
 
 
-def counted(doc: Document, stats: SourceStats) -> bool:
-  """Counts a converted document; False for an empty one (to be dropped)."""
+def counted(doc: Document | None, stats: SourceStats) -> bool:
+  """Counts a converted document; False for one to drop (empty, or None:
+  unparsable)."""
+  if doc is None:
+    stats.unparsable_documents += 1
+    return False
   if not doc:
     stats.skipped_empty_documents += 1
     return False

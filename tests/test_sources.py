@@ -95,3 +95,22 @@ def test_wiki_markup_is_reduced_to_text():
   assert paragraphs == [
       "Ada Lovelace was an English mathematician and writer.",
       "She worked on the Analytical Engine of Charles Babbage."]
+
+
+def test_a_document_the_splitter_fails_on_is_skipped_and_counted(
+    tmp_path, monkeypatch):
+  path = tmp_path / "raw.txt"
+  path.write_text("Fine text here. And more.\n\nPOISON paragraph.\n\n"
+                  "Also fine. Yes.\n")
+  real = sources.split_sentences
+
+  def fragile(paragraph):
+    if "POISON" in paragraph:
+      raise RecursionError("maximum recursion depth exceeded")
+    return real(paragraph)
+
+  monkeypatch.setattr(sources, "split_sentences", fragile)
+  stats = sources.SourceStats()
+  docs = list(sources.iter_documents(str(path), stats, "raw"))
+  assert docs == [["Fine text here.", "And more."], ["Also fine.", "Yes."]]
+  assert stats.unparsable_documents == 1 and stats.documents == 2
