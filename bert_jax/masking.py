@@ -52,7 +52,7 @@ def create_masked_lm_predictions(
     word_start: np.ndarray | None = None,
     num_tokens: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-  """Masks one sequence.
+  """Masks one sequence (`create_masked_lm_predictions_batch` on one row).
 
   Args:
     input_ids: int [L]; positions >= num_tokens are padding.
@@ -73,56 +73,18 @@ def create_masked_lm_predictions(
      masked_lm_weights [P]) with P = max_predictions_per_seq, int32/float32,
     positions ascending and zero-padded.
   """
-  p_mask, p_same, _ = mask_ratios
   ids = np.asarray(input_ids, np.int32)
   if num_tokens is None:
     nonzero = np.flatnonzero(ids)
     num_tokens = int(nonzero[-1]) + 1 if nonzero.size else 0
-  head = ids[:num_tokens]
-  special = np.zeros(num_tokens, bool)
-  for sid in special_ids:  # a handful of ids: cheaper than np.isin
-    special |= head == sid
-  candidates = np.flatnonzero(~special)
-  positions = np.zeros(max_predictions_per_seq, np.int32)
-  labels = np.zeros(max_predictions_per_seq, np.int32)
-  weights = np.zeros(max_predictions_per_seq, np.float32)
-  masked = ids.copy()
-  if candidates.size == 0:
-    return masked, positions, labels, weights
-  k = num_to_predict(num_tokens, masked_lm_prob, max_predictions_per_seq)
-
-  if word_start is None:
-    chosen = rng.permutation(candidates)[:k]
-  else:
-    # Group each candidate with the continuation pieces that follow it.
-    starts = np.asarray(word_start[:num_tokens], bool)[candidates]
-    starts[0] = True
-    group_of = np.cumsum(starts) - 1
-    bounds = np.flatnonzero(np.append(starts, True))
-    sizes = np.diff(bounds)
-    picked = []
-    total = 0
-    for g in rng.permutation(len(sizes)):
-      if total >= k:
-        break
-      if total + sizes[g] > k:
-        continue
-      picked.append(g)
-      total += sizes[g]
-    chosen = candidates[np.isin(group_of, picked)]
-
-  chosen = np.sort(chosen)
-  n = chosen.size
-  u = rng.random(n)
-  random_ids = rng.integers(0, vocab_size, n, dtype=np.int32)
-  replacement = np.where(u < p_mask, mask_id,
-                         np.where(u < p_mask + p_same, ids[chosen],
-                                  random_ids))
-  masked[chosen] = replacement
-  positions[:n] = chosen
-  labels[:n] = ids[chosen]
-  weights[:n] = 1.0
-  return masked, positions, labels, weights
+  masked, positions, labels, weights = create_masked_lm_predictions_batch(
+      ids[None], np.array([num_tokens]), rng, special_ids=special_ids,
+      vocab_size=vocab_size, mask_id=mask_id, masked_lm_prob=masked_lm_prob,
+      max_predictions_per_seq=max_predictions_per_seq,
+      mask_ratios=mask_ratios,
+      word_start=(None if word_start is None
+                  else np.asarray(word_start, bool)[None]))
+  return masked[0], positions[0], labels[0], weights[0]
 
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
@@ -190,12 +152,12 @@ def create_masked_lm_predictions_batch(
     mask_ratios: Sequence[float] = DEFAULT_MASK_RATIOS,
     word_start: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-  """`create_masked_lm_predictions` for a batch.
+  """Masks a batch of sequences, by TF1's rule (see the module docstring).
 
-  The same rule and distribution, drawn with whole-batch array operations
-  (the per-sequence version costs ~50 us of Python a row): a uniformly random
-  k-subset of each row's candidates, or with `word_start` whole words taken
-  in a random order, skipping a word that would overflow k.
+  Drawn with whole-batch array operations (TF1's per-token Python costs
+  ~50 us a row): a uniformly random k-subset of each row's candidates, or
+  with `word_start` whole words taken in a random order, skipping a word
+  that would overflow k.
 
   Args:
     input_ids: int [N, L].
