@@ -68,19 +68,17 @@ def _varint(n: int) -> bytes:
   return bytes(out)
 
 
-_VARINTS = [_varint(n) for n in range(1 << 14)]
+_VARINTS = [_varint(n) for n in range(1 << 16)]  # at most 3 bytes each
 _SHIFTS = np.arange(0, 35, 7, dtype=np.uint64)
-# Varint bytes (zero-padded to 3) and byte counts of 0 .. 2**16 - 1.
-_VARINT_LENGTHS = np.array([len(_VARINTS[n]) for n in range(1 << 14)]
-                           + [3] * ((1 << 16) - (1 << 14)), np.int64)
-_VARINT_TABLE = np.frombuffer(b"".join(
-    _varint(n).ljust(3, b"\0") for n in range(1 << 16)), np.uint8).reshape(
-        -1, 3)
+# The same as arrays: bytes zero-padded to 3, and byte counts.
+_VARINT_TABLE = np.frombuffer(b"".join(v.ljust(3, b"\0") for v in _VARINTS),
+                              np.uint8).reshape(-1, 3)
+_VARINT_LENGTHS = np.array([len(v) for v in _VARINTS], np.int64)
 
 
 def _len_prefixed(tag: bytes, payload: bytes) -> bytes:
   n = len(payload)
-  return tag + (_VARINTS[n] if n < 16384 else _varint(n)) + payload
+  return tag + (_VARINTS[n] if n < len(_VARINTS) else _varint(n)) + payload
 
 
 def _varint_rows(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
