@@ -440,7 +440,7 @@ def create_pretraining_data(
           fmt, opts, vocab_file, do_lower_case, random_seed, 1, pool,
           num_workers)
   elapsed = time.time() - start
-  vocab = pretraining_data.VocabInfo.from_tokenizer(tok)
+  vocab = _vocab_info(tok)
   manifest.update({
       "format": fmt,
       "options": {
