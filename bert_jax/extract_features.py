@@ -61,17 +61,17 @@ class FeatureExtractor:
                dtype: str = "float32"):
     import jax  # pylint: disable=g-import-not-at-top
     from flax import nnx  # pylint: disable=g-import-not-at-top
-    from bert_jax import convert  # pylint: disable=g-import-not-at-top
+    from bert_jax import pretrained  # pylint: disable=g-import-not-at-top
     from bert_jax import model as model_lib  # pylint: disable=g-import-not-at-top
     from bert_jax import tokenization  # pylint: disable=g-import-not-at-top
 
-    cfg, params, report = convert.load_pretrained(checkpoint, task="encoder")
+    cfg, params, report = pretrained.load_pretrained(checkpoint, task="encoder")
     logging.info("%s", report)
     if max_seq_length > cfg.max_position_embeddings:
       raise ValueError(f"--max_seq_length={max_seq_length} exceeds the "
                        f"model's max_position_embeddings="
                        f"{cfg.max_position_embeddings}")
-    vocab_file = vocab_file or convert.find_vocab(
+    vocab_file = vocab_file or pretrained.find_vocab(
         checkpoint if os.path.isdir(checkpoint) else
         os.path.dirname(checkpoint))
     if vocab_file is None:

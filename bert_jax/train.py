@@ -697,8 +697,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
 def export(fns: StepFns, params, config, workdir: str,
            manifest) -> dict[str, str]:
   """The trained model in bert_jax (Orbax) and Hugging Face formats."""
-  from bert_jax import convert  # pylint: disable=g-import-not-at-top
-  params = convert.jax_to_numpy(params)
+  from bert_jax import pretrained  # pylint: disable=g-import-not-at-top
+  params = pretrained.jax_to_numpy(params)
   cfg = fns.model_config.replace(dtype="float32")
   vocab = manifest["vocab"]["file"] if manifest else config.data.vocab_file
   out = {}
@@ -706,7 +706,7 @@ def export(fns: StepFns, params, config, workdir: str,
   if os.path.exists(native):
     import shutil  # pylint: disable=g-import-not-at-top
     shutil.rmtree(native)
-  out["bert_jax"] = convert.save_bert_jax(cfg, params, vocab, native)
-  out["hf"] = convert.export_hf(cfg, params, vocab,
+  out["bert_jax"] = pretrained.save_bert_jax(cfg, params, vocab, native)
+  out["hf"] = pretrained.export_hf(cfg, params, vocab,
                                 os.path.join(workdir, "export", "hf"))
   return out

@@ -6,8 +6,8 @@ import os
 import numpy as np
 import pytest
 
-from bert_jax import convert
 from bert_jax import extract_features
+from bert_jax import pretrained
 from tests import minilm
 
 torch = pytest.importorskip("torch")
@@ -60,8 +60,8 @@ def test_truncation_counted_and_all_formats(tmp_path,
                                             tmp_path_factory):
   path = minilm.model_path()
   native = str(tmp_path / "native")
-  cfg, params, _ = convert.import_hf(path)
-  convert.save_bert_jax(cfg, params, os.path.join(path, "vocab.txt"), native)
+  cfg, params, _ = pretrained.import_hf(path)
+  pretrained.save_bert_jax(cfg, params, os.path.join(path, "vocab.txt"), native)
   inp = tmp_path / "in.txt"
   inp.write_text("word " * 500 + "\nshort line ||| " + "other " * 300 + "\n\n")
   outs = []
@@ -75,7 +75,7 @@ def test_truncation_counted_and_all_formats(tmp_path,
   assert outs[0] == outs[1]
   # Google's TF1 format too (tanh GELU, so values differ a little).
   tf1, _ = minilm.tf1_checkpoint(tmp_path_factory)
-  assert convert.detect_format(tf1) == "tf1"
+  assert pretrained.detect_format(tf1) == "tf1"
   ex = extract_features.FeatureExtractor(tf1, layers="-1", max_seq_length=16)
   records = list(ex.features(inp.read_text().splitlines()))
   assert [[f["token"] for f in r["features"]] for r in records] == [

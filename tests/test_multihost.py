@@ -8,7 +8,7 @@ import sys
 
 import numpy as np
 
-from bert_jax import convert
+from bert_jax import pretrained
 from tests import test_train
 
 ROOT = test_train.ROOT
@@ -60,9 +60,9 @@ def test_two_processes_equal_one(data_dir, tmp_path):
   multi = _losses(outs[0])
   assert _losses(outs[1]) == []  # only process 0 logs
   np.testing.assert_allclose(multi, single, rtol=1e-4)
-  a = convert._flatten(convert.load_bert_jax(
+  a = pretrained._flatten(pretrained.load_bert_jax(
       os.path.join(single_dir, "export", "bert_jax"))[1])
-  b = convert._flatten(convert.load_bert_jax(
+  b = pretrained._flatten(pretrained.load_bert_jax(
       os.path.join(multi_dir, "export", "bert_jax"))[1])
   for k in a:
     np.testing.assert_allclose(a[k], b[k], rtol=1e-4, atol=1e-6,

@@ -6,8 +6,8 @@ import numpy as np
 import optax
 import pytest
 
-from bert_jax import convert
 from bert_jax import optimizer as optimizer_lib
+from bert_jax import pretrained
 from bert_jax import train
 from tests import test_train
 
@@ -34,9 +34,9 @@ def test_schedule_without_warmup_and_bad_values():
 
 def test_decay_mask_covers_exactly_kernels_and_embeddings():
   cfg = train.model_config(test_train.tiny_config())
-  params = convert.init_params(cfg)
-  flat = convert._flatten(params)
-  flat_mask = convert._flatten(optimizer_lib.decay_mask(params))
+  params = pretrained.init_params(cfg)
+  flat = pretrained._flatten(params)
+  flat_mask = pretrained._flatten(optimizer_lib.decay_mask(params))
   assert flat.keys() == flat_mask.keys()
   for path in flat:
     parts = path.split("/")

@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from bert_jax import convert
 from bert_jax import plan
+from bert_jax import pretrained
 from bert_jax import train
 from configs import pretrain
 
@@ -42,7 +42,7 @@ def test_plan_reports_memory_and_flops_against_formulas():
   # Lower bound: data parallelism replicates params and both Adam moments
   # (float32) on every core.
   cfg = train.model_config(config, vocab_size=8000)
-  n = sum(v.size for v in convert._flatten(convert.init_params(cfg)).values())
+  n = sum(v.size for v in pretrained._flatten(pretrained.init_params(cfg)).values())
   assert result["per_core_bytes"] >= 3 * 4 * n
   assert result["per_core_bytes"] < 16 * 2**30
   # Training FLOPs ~ 6 x parameters x tokens (+ attention, head): the

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bert_jax import convert
+from bert_jax import pretrained
 from bert_jax import train
 from configs import pretrain
 
@@ -81,8 +81,8 @@ def test_make_train_step_lowers_against_abstract_inputs():
 def test_model_flops_are_6n_per_token_plus_attention():
   """MFU's numerator against the model's own parameter counts."""
   cfg = train.model_lib.BertConfig.from_preset("base")
-  sizes = {k: int(np.prod(v)) for k, v in convert._flatten(
-      convert.param_shapes(cfg)).items()}
+  sizes = {k: int(np.prod(v)) for k, v in pretrained._flatten(
+      pretrained.param_shapes(cfg)).items()}
   kernels = lambda prefix: sum(n for k, n in sizes.items()
                                if k.startswith(prefix) and k.endswith("kernel"))
   batch, seq, pred = 256, 128, 20
@@ -157,9 +157,9 @@ def _main(workdir, data_dir, *extra, wait=True):
 
 
 def _exported_params(workdir):
-  _, params, _ = convert.load_bert_jax(os.path.join(workdir, "export",
+  _, params, _ = pretrained.load_bert_jax(os.path.join(workdir, "export",
                                                     "bert_jax"))
-  return convert._flatten(params)
+  return pretrained._flatten(params)
 
 
 def _wait_for(proc, predicate, timeout=240):

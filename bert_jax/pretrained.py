@@ -1,0 +1,713 @@
+"""Pre-trained checkpoints: Hugging Face, Google's TF1 release, native Orbax.
+
+`load_pretrained(path, task=...)` reads any format; `convert(src, dst, ...)`
+is what the `python -m bert_jax.convert` command line runs.
+
+Formats:
+- `hf`: a directory with config.json + model.safetensors (or
+  pytorch_model.bin) [+ vocab.txt]; keys with or without the `bert.` prefix,
+  with or without the `cls.*` pre-training heads.
+- `tf1`: Google's `bert_model.ckpt.{index,data-*}` + bert_config.json +
+  vocab.txt (read with TensorFlow's checkpoint reader). TF1's 'gelu' is the
+  tanh approximation, so imports get hidden_act='gelu_tanh'.
+- `bert_jax` (native): bert_config.json + vocab + `params/`, an Orbax
+  checkpoint of the BertForPreTraining parameters as a plain nested dict.
+
+Parameters travel as plain nested dicts of numpy arrays shaped like
+`nnx.to_pure_dict(nnx.state(BertForPreTraining(...), nnx.Param))`; load them
+with `nnx.replace_by_pure_dict`. task='pretraining' initialises the heads a
+checkpoint lacks and the report names them, task='encoder' returns the
+BertModel params alone. Conversions carry only what the checkpoint has: no
+invented heads are written. Missing, unexpected or mis-shaped tensors raise
+one error listing all of them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import json
+import os
+import shutil
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from bert_jax import model as model_lib
+
+BertConfig = model_lib.BertConfig
+Params = dict[str, Any]
+
+FORMATS = ("hf", "tf1", "bert_jax")
+_NATIVE_CONFIG = "bert_config.json"
+_NATIVE_PARAMS = "params"
+
+
+# -- the name table ----------------------------------------------------------
+# One row per tensor: our path, the Hugging Face name, the TF1 name, and how
+# the canonical matrix (TF1 layout: [in, out]) reshapes into ours. HF stores
+# Linear weights as [out, in]; `hf_t` marks those.
+
+@dataclasses.dataclass(frozen=True)
+class _Row:
+  ours: str
+  hf: str
+  tf1: str
+  hf_t: bool = False  # HF holds the transpose of the canonical matrix
+  tf1_t: bool = False  # TF1 holds the transpose of the canonical matrix
+  shape: str = "plain"  # plain | heads_in | heads_bias | heads_out
+  per_layer: bool = False
+  head: str | None = None  # None: encoder; else the head's name
+
+
+def _dense(ours, hf, tf1, **kw):
+  return [_Row(f"{ours}/kernel", f"{hf}.weight", f"{tf1}/kernel", hf_t=True,
+               **kw),
+          _Row(f"{ours}/bias", f"{hf}.bias", f"{tf1}/bias",
+               **{k: v for k, v in kw.items() if k != "shape"},
+               shape="heads_bias" if kw.get("shape") == "heads_in"
+               else "plain")]
+
+
+def _ln(ours, hf, tf1, **kw):
+  return [_Row(f"{ours}/scale", f"{hf}.weight", f"{tf1}/gamma", **kw),
+          _Row(f"{ours}/bias", f"{hf}.bias", f"{tf1}/beta", **kw)]
+
+
+_L = dict(per_layer=True)
+_ROWS: list[_Row] = [
+    _Row("bert/embeddings/word_embeddings/embedding",
+         "bert.embeddings.word_embeddings.weight",
+         "bert/embeddings/word_embeddings"),
+    _Row("bert/embeddings/position_embeddings/embedding",
+         "bert.embeddings.position_embeddings.weight",
+         "bert/embeddings/position_embeddings"),
+    _Row("bert/embeddings/token_type_embeddings/embedding",
+         "bert.embeddings.token_type_embeddings.weight",
+         "bert/embeddings/token_type_embeddings"),
+    *_ln("bert/embeddings/layer_norm", "bert.embeddings.LayerNorm",
+         "bert/embeddings/LayerNorm"),
+    *[r for name in ("query", "key", "value") for r in _dense(
+        f"bert/encoder/layers/attention/{name}",
+        f"bert.encoder.layer.{{i}}.attention.self.{name}",
+        f"bert/encoder/layer_{{i}}/attention/self/{name}",
+        shape="heads_in", **_L)],
+    _Row("bert/encoder/layers/attention/output/kernel",
+         "bert.encoder.layer.{i}.attention.output.dense.weight",
+         "bert/encoder/layer_{i}/attention/output/dense/kernel", hf_t=True,
+         shape="heads_out", **_L),
+    _Row("bert/encoder/layers/attention/output/bias",
+         "bert.encoder.layer.{i}.attention.output.dense.bias",
+         "bert/encoder/layer_{i}/attention/output/dense/bias", **_L),
+    *_ln("bert/encoder/layers/attention_layer_norm",
+         "bert.encoder.layer.{i}.attention.output.LayerNorm",
+         "bert/encoder/layer_{i}/attention/output/LayerNorm", **_L),
+    *_dense("bert/encoder/layers/intermediate",
+            "bert.encoder.layer.{i}.intermediate.dense",
+            "bert/encoder/layer_{i}/intermediate/dense", **_L),
+    *_dense("bert/encoder/layers/output",
+            "bert.encoder.layer.{i}.output.dense",
+            "bert/encoder/layer_{i}/output/dense", **_L),
+    *_ln("bert/encoder/layers/output_layer_norm",
+         "bert.encoder.layer.{i}.output.LayerNorm",
+         "bert/encoder/layer_{i}/output/LayerNorm", **_L),
+    *_dense("bert/pooler", "bert.pooler.dense", "bert/pooler/dense"),
+    # Pre-training heads.
+    *_dense("mlm/transform", "cls.predictions.transform.dense",
+            "cls/predictions/transform/dense", head="mlm"),
+    *_ln("mlm/layer_norm", "cls.predictions.transform.LayerNorm",
+         "cls/predictions/transform/LayerNorm", head="mlm"),
+    _Row("mlm/output_bias", "cls.predictions.bias",
+         "cls/predictions/output_bias", head="mlm"),
+    _Row("nsp/kernel", "cls.seq_relationship.weight",
+         "cls/seq_relationship/output_weights", hf_t=True, tf1_t=True,
+         head="nsp"),
+    _Row("nsp/bias", "cls.seq_relationship.bias",
+         "cls/seq_relationship/output_bias", head="nsp"),
+]
+
+_HEADS = ("mlm", "nsp")
+
+# Present in real checkpoints, carrying nothing we need: HF's tied decoder
+# and position-id buffer; TF1's optimizer slots and step counter.
+_HF_IGNORED = ("bert.embeddings.position_ids", "cls.predictions.decoder.weight",
+               "cls.predictions.decoder.bias")
+_TF1_IGNORED_SUFFIXES = ("/adam_m", "/adam_v", "global_step",
+                         "/Momentum", "/LAMB_m", "/LAMB_v")
+
+
+def _to_ours(x: np.ndarray, row: _Row, cfg: BertConfig) -> np.ndarray:
+  n, h = cfg.num_heads, cfg.head_dim
+  if row.shape == "heads_in":
+    return x.reshape(x.shape[0], n, h)
+  if row.shape == "heads_bias":
+    return x.reshape(n, h)
+  if row.shape == "heads_out":
+    return x.reshape(n, h, x.shape[-1])
+  return x
+
+
+def _from_ours(x: np.ndarray, row: _Row) -> np.ndarray:
+  if row.shape == "heads_in":
+    return x.reshape(x.shape[0], -1)
+  if row.shape == "heads_bias":
+    return x.reshape(-1)
+  if row.shape == "heads_out":
+    return x.reshape(-1, x.shape[-1])
+  return x
+
+
+def _get(tree: Mapping, path: str):
+  for part in path.split("/"):
+    tree = tree[part]
+  return tree
+
+
+def _set(tree: dict, path: str, value) -> None:
+  parts = path.split("/")
+  for part in parts[:-1]:
+    tree = tree.setdefault(part, {})
+  tree[parts[-1]] = value
+
+
+def _flatten(tree: Mapping, prefix: str = "") -> dict[str, Any]:
+  out = {}
+  for k, v in tree.items():
+    key = f"{prefix}/{k}" if prefix else str(k)
+    if isinstance(v, Mapping):
+      out.update(_flatten(v, key))
+    else:
+      out[key] = v
+  return out
+
+
+# -- import ------------------------------------------------------------------
+
+@dataclasses.dataclass
+class ImportReport:
+  """What a load found: which pre-training heads were read, which are new."""
+  source: str
+  fmt: str
+  fresh_heads: list[str]  # heads missing in the checkpoint, freshly built
+  ignored: list[str]  # tensors present but deliberately unused
+  stored_heads: list[str] = dataclasses.field(default_factory=list)
+
+  def __str__(self) -> str:
+    stored = ", ".join(self.stored_heads) or "none"
+    fresh = ", ".join(self.fresh_heads) or "none"
+    return (f"read {self.fmt} checkpoint {self.source}; heads read: "
+            f"{stored}; freshly initialised heads: {fresh}; ignored "
+            f"tensors: {len(self.ignored)}")
+
+
+def init_params(cfg: BertConfig, seed: int = 0, nsp: bool = True) -> Params:
+  """Fresh BertForPreTraining parameters as a plain nested dict."""
+  from flax import nnx  # pylint: disable=g-import-not-at-top
+  from bert_jax import heads  # pylint: disable=g-import-not-at-top
+  module = heads.BertForPreTraining(cfg, nsp=nsp, rngs=nnx.Rngs(seed))
+  return jax_to_numpy(nnx.to_pure_dict(nnx.state(module, nnx.Param)))
+
+
+def param_shapes(cfg: BertConfig) -> dict[str, Any]:
+  """The BertForPreTraining parameter shapes, without materialising them."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from flax import nnx  # pylint: disable=g-import-not-at-top
+  from bert_jax import heads  # pylint: disable=g-import-not-at-top
+  module = nnx.eval_shape(
+      lambda: heads.BertForPreTraining(cfg, rngs=nnx.Rngs(0)))
+  return jax.tree.map(lambda x: tuple(x.shape),
+                      nnx.to_pure_dict(nnx.state(module, nnx.Param)))
+
+
+def jax_to_numpy(tree: Any) -> Any:
+  if isinstance(tree, Mapping):
+    return {str(k): jax_to_numpy(v) for k, v in tree.items()}
+  return np.asarray(tree)
+
+
+def _add_fresh_heads(cfg: BertConfig, params: Params, seed: int
+                     ) -> list[str]:
+  """Initialises the heads `params` lacks; returns their names."""
+  missing = [h for h in _HEADS if h not in params]
+  if missing:
+    fresh = init_params(cfg, seed)
+    for head in missing:
+      params[head] = fresh[head]
+  return missing
+
+
+def _problems_error(source: str, fmt: str, missing: Sequence[str],
+                    unexpected: Sequence[str], misshaped: Sequence[str]
+                    ) -> ValueError | None:
+  problems = ([f"missing: {m}" for m in missing]
+              + [f"unexpected: {u}" for u in unexpected]
+              + [f"mis-shaped: {s}" for s in misshaped])
+  if not problems:
+    return None
+  return ValueError(f"{source}: the {fmt} checkpoint does not match the "
+                    f"model config ({len(problems)} problems):\n  "
+                    + "\n  ".join(problems))
+
+
+def _assemble(cfg: BertConfig, lookup: Callable[[_Row, int | None], Any],
+              available: set[str], names_of: Callable[[_Row, int | None], str],
+              transposed: Callable[[_Row], bool], source: str, fmt: str,
+              ignored: list[str], extra_problems: Sequence[str] = ()
+              ) -> tuple[Params, ImportReport]:
+  """Builds our params from a name->tensor source, checking everything.
+
+  Heads the source lacks entirely are left out (the caller decides whether
+  to initialise them); a head present only in part is an error.
+  """
+  shapes = param_shapes(cfg)
+  params: Params = {}
+  used: set[str] = set()
+  missing, misshaped = [], list(extra_problems)
+  heads_present = {
+      head: any(names_of(r, 0 if r.per_layer else None) in available
+                for r in _ROWS if r.head == head)
+      for head in _HEADS}
+  for row in _ROWS:
+    if row.head and not heads_present[row.head]:
+      continue
+    want = _get(shapes, row.ours)
+    per_shape = want[1:] if row.per_layer else want
+    layers = range(cfg.num_layers) if row.per_layer else [None]
+    values = []
+    for i in layers:
+      name = names_of(row, i)
+      if name not in available:
+        missing.append(name)
+        continue
+      used.add(name)
+      x = np.asarray(lookup(row, i), np.float32)
+      if transposed(row):
+        x = x.T
+      try:
+        x = _to_ours(x, row, cfg)
+      except ValueError:
+        pass  # reported as mis-shaped just below, with the others
+      if x.shape != per_shape:
+        misshaped.append(f"{name}: shape {x.shape} (as ours), expected "
+                         f"{per_shape}")
+      else:
+        values.append(x)
+    if len(values) == len(layers):
+      _set(params, row.ours, np.stack(values) if row.per_layer else values[0])
+  # More layers in the checkpoint than in its config shows up here too.
+  unexpected = sorted(available - used - set(ignored))
+  error = _problems_error(source, fmt, missing, unexpected, misshaped)
+  if error:
+    raise error
+  return params, ImportReport(source, fmt, [], sorted(ignored),
+                              [h for h in _HEADS if heads_present[h]])
+
+
+def _read_json(path: str) -> dict:
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"config file not found: {path}")
+  with open(path) as f:
+    try:
+      return json.load(f)
+    except json.JSONDecodeError as e:
+      raise ValueError(f"{path}: not valid JSON ({e})") from e
+
+
+def _hf_weights_file(src: str) -> str:
+  if os.path.isfile(src):
+    return src
+  for name in ("model.safetensors", "pytorch_model.bin"):
+    if os.path.exists(os.path.join(src, name)):
+      return os.path.join(src, name)
+  raise FileNotFoundError(f"{src}: no model.safetensors or "
+                          "pytorch_model.bin found")
+
+
+# 'pretraining': BertForPreTraining params, heads the checkpoint lacks fresh;
+# 'encoder': the BertModel params alone; 'as_stored': what the checkpoint
+# holds, heads only if it has them (conversion, so that random heads are
+# never written out as if they were trained).
+TASKS = ("pretraining", "encoder", "as_stored")
+
+
+def _check_task(task: str) -> None:
+  if task not in TASKS:
+    raise ValueError(f"task={task!r}: expected one of {TASKS}")
+
+
+def _finish(cfg: BertConfig, params: Params, report: ImportReport,
+            task: str, seed: int) -> tuple[BertConfig, Params, ImportReport]:
+  """Adds fresh heads for pre-training, or keeps the encoder alone."""
+  if task == "pretraining":
+    report.fresh_heads = _add_fresh_heads(cfg, params, seed)
+    return cfg, params, report
+  if task == "encoder":
+    return cfg, params["bert"], report
+  _check_task(task)
+  return cfg, params, report
+
+
+def _untied_decoder(tensors: Mapping[str, np.ndarray]) -> list[str]:
+  """BertForPreTraining ties the MLM decoder; an untied one cannot load."""
+  problems = []
+  for decoder, tied_to in (
+      ("cls.predictions.decoder.weight",
+       "bert.embeddings.word_embeddings.weight"),
+      ("cls.predictions.decoder.bias", "cls.predictions.bias")):
+    if (decoder in tensors and tied_to in tensors
+        and not np.array_equal(tensors[decoder], tensors[tied_to])):
+      problems.append(f"{decoder}: differs from {tied_to}, but the decoder "
+                      "is tied to it here (an untied decoder is not "
+                      "supported)")
+  return problems
+
+
+def import_hf(src: str, seed: int = 0, *, task: str = "pretraining",
+              **config_overrides: Any
+              ) -> tuple[BertConfig, Params, ImportReport]:
+  """Reads a Hugging Face BERT directory (or a weights file beside its config).
+
+  Args:
+    src: a directory with config.json and model.safetensors or
+      pytorch_model.bin, or one of those weights files.
+    seed: initialises the pre-training heads the checkpoint lacks.
+    task: 'pretraining' (BertForPreTraining params, missing heads fresh),
+      'encoder' (the BertModel params alone) or 'as_stored' (heads only if
+      the checkpoint has them).
+    **config_overrides: BertConfig fields to change (e.g. dtype='bfloat16').
+
+  Returns:
+    (config, params as a nested dict of numpy arrays, report).
+  """
+  _check_task(task)
+  weights = _hf_weights_file(src)
+  directory = os.path.dirname(weights)
+  cfg = BertConfig.from_json_dict(
+      _read_json(os.path.join(directory, "config.json")), **config_overrides)
+  if weights.endswith(".safetensors"):
+    from safetensors.numpy import load_file  # pylint: disable=g-import-not-at-top
+    tensors = load_file(weights)
+  else:
+    try:
+      import torch  # pylint: disable=g-import-not-at-top
+    except ImportError as e:
+      raise ImportError(f"{weights}: reading pytorch_model.bin needs torch; "
+                        "convert it to safetensors or install torch") from e
+    tensors = {k: v.float().numpy() for k, v in torch.load(
+        weights, map_location="cpu", weights_only=True).items()}
+  # Accept keys with or without the `bert.` prefix.
+  has_prefix = any(k.startswith("bert.") for k in tensors)
+  if not has_prefix:
+    tensors = {(k if k.startswith("cls.") else f"bert.{k}"): v
+               for k, v in tensors.items()}
+  ignored = [k for k in tensors if k in _HF_IGNORED]
+  names = lambda r, i: r.hf.format(i=i) if r.per_layer else r.hf
+  params, report = _assemble(
+      cfg, lambda r, i: tensors[names(r, i)], set(tensors), names,
+      lambda r: r.hf_t, weights, "hf", ignored, _untied_decoder(tensors))
+  return _finish(cfg, params, report, task, seed)
+
+
+def _tf1_prefix(src: str) -> str:
+  """The checkpoint prefix (`.../bert_model.ckpt`) for a path or directory."""
+  if os.path.isdir(src):
+    found = sorted(glob.glob(os.path.join(src, "*.ckpt*.index")))
+    if not found:
+      raise FileNotFoundError(f"{src}: no TF1 checkpoint (*.ckpt.index)")
+    if len(found) == 1:
+      return found[0][:-len(".index")]
+    if os.path.exists(os.path.join(src, "bert_model.ckpt.index")):
+      return os.path.join(src, "bert_model.ckpt")
+    # A training directory: TF's `checkpoint` file names the newest.
+    if os.path.exists(os.path.join(src, "checkpoint")):
+      import tensorflow as tf  # pylint: disable=g-import-not-at-top
+      latest = tf.train.latest_checkpoint(src)
+      if latest:
+        return latest
+    raise ValueError(f"{src}: several TF1 checkpoints "
+                     f"({', '.join(os.path.basename(f) for f in found)}); "
+                     "pass the one to use, e.g. DIR/model.ckpt-1000")
+  if src.endswith(".index"):
+    return src[:-len(".index")]
+  if not os.path.exists(src + ".index"):
+    raise FileNotFoundError(f"{src}: no TF1 checkpoint ({src}.index)")
+  return src
+
+
+def import_tf1(src: str, seed: int = 0, *, task: str = "pretraining",
+               **config_overrides: Any
+               ) -> tuple[BertConfig, Params, ImportReport]:
+  """Reads Google's TF1 checkpoint (needs tensorflow).
+
+  `src` is the prefix (`DIR/bert_model.ckpt`), its `.index` file or `DIR`;
+  bert_config.json must be beside it. TF1's 'gelu' is the tanh form, so the
+  config gets hidden_act='gelu_tanh' (override with hidden_act=...). Other
+  arguments as for `import_hf`.
+  """
+  _check_task(task)
+  prefix = _tf1_prefix(src)
+  cfg = BertConfig.from_json_dict(
+      _read_json(os.path.join(os.path.dirname(prefix), "bert_config.json")),
+      tf1_gelu=True, **config_overrides)
+  try:
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  except ImportError as e:
+    raise ImportError("reading TF1 checkpoints needs tensorflow "
+                      "(pip install tensorflow-cpu)") from e
+  reader = tf.train.load_checkpoint(prefix)
+  available = set(reader.get_variable_to_shape_map())
+  ignored = [n for n in available if n.endswith(_TF1_IGNORED_SUFFIXES)]
+  names = lambda r, i: r.tf1.format(i=i) if r.per_layer else r.tf1
+  params, report = _assemble(
+      cfg, lambda r, i: reader.get_tensor(names(r, i)), available, names,
+      lambda r: r.tf1_t, prefix, "tf1", ignored)
+  return _finish(cfg, params, report, task, seed)
+
+
+# -- native format (Orbax) ---------------------------------------------------
+
+def _this_process_only() -> dict[str, Any]:
+  """Orbax options for a checkpoint this process handles alone.
+
+  Model files are written by one process (in a multi-host job, process 0
+  after gathering); Orbax must not wait at a barrier for the others.
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  if jax.process_count() == 1:
+    return {}
+  me = jax.process_index()
+  return {"multiprocessing_options": ocp.options.MultiprocessingOptions(
+      primary_host=me, active_processes={me},
+      barrier_sync_key_prefix=f"export_{me}")}
+
+
+def check_params(cfg: BertConfig, params: Params, source: str,
+                 fmt: str = "bert_jax") -> Params:
+  """Checks a BertForPreTraining (or bare BertModel) params dict.
+
+  Returns it in the BertForPreTraining layout ({'bert': ..., heads}). Heads
+  may be absent as a whole; anything else missing, unexpected or mis-shaped
+  raises one error listing it all.
+  """
+  if "bert" not in params and "embeddings" in params:
+    params = {"bert": params}
+  want = _flatten(param_shapes(cfg))
+  have = _flatten(params)
+  heads_present = {h for h in _HEADS if h in params}
+  missing = sorted(k for k in want if k not in have
+                   and k.split("/")[0] not in set(_HEADS) - heads_present)
+  unexpected = sorted(k for k in have if k not in want)
+  misshaped = sorted(f"{k}: shape {np.shape(have[k])}, expected {want[k]}"
+                     for k in want if k in have
+                     and tuple(np.shape(have[k])) != want[k])
+  error = _problems_error(source, fmt, missing, unexpected, misshaped)
+  if error:
+    raise error
+  return params
+
+
+def _copy_vocab(vocab_file: str | None, out_dir: str, name: str | None
+                ) -> None:
+  if vocab_file:
+    shutil.copy(vocab_file,
+                os.path.join(out_dir, name or os.path.basename(vocab_file)))
+
+
+def save_bert_jax(cfg: BertConfig, params: Params, vocab_file: str | None,
+                  out_dir: str) -> str:
+  """Writes bert_config.json, the vocab and an Orbax checkpoint of params.
+
+  `params`: BertForPreTraining params (heads optional) or a bare BertModel's,
+  as nested dicts of arrays. The Orbax directory is written last (and
+  atomically), so its presence marks a complete model directory.
+  """
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  out_dir = os.path.abspath(out_dir)
+  params_dir = os.path.join(out_dir, _NATIVE_PARAMS)
+  if os.path.exists(params_dir):
+    raise FileExistsError(f"{params_dir} exists; refusing to overwrite")
+  params = check_params(cfg, jax_to_numpy(params), out_dir)
+  os.makedirs(out_dir, exist_ok=True)
+  config = cfg.to_json_dict() | {"bert_jax": dataclasses.asdict(cfg)}
+  with open(os.path.join(out_dir, _NATIVE_CONFIG), "w") as f:
+    json.dump(config, f, indent=2)
+  _copy_vocab(vocab_file, out_dir, None)
+  checkpointer = ocp.StandardCheckpointer(**_this_process_only())
+  checkpointer.save(params_dir, params)
+  checkpointer.wait_until_finished()
+  return out_dir
+
+
+def load_bert_jax(src: str, seed: int = 0, *, task: str = "pretraining",
+                  **config_overrides: Any
+                  ) -> tuple[BertConfig, Params, ImportReport]:
+  """Reads a model directory written by `save_bert_jax`.
+
+  Arguments as for `import_hf`; the params come back bit for bit.
+  """
+  _check_task(task)
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  config_file = os.path.join(src, _NATIVE_CONFIG)
+  config = _read_json(config_file)
+  if "bert_jax" not in config:
+    raise ValueError(f"{config_file}: not a bert_jax model directory (no "
+                     "'bert_jax' section)")
+  fields = {f.name for f in dataclasses.fields(BertConfig)}
+  unknown = sorted(set(config["bert_jax"]) - fields)
+  if unknown:
+    raise ValueError(f"{config_file}: unknown BertConfig fields {unknown} "
+                     "(written by a newer bert_jax?)")
+  cfg = BertConfig(**{**config["bert_jax"], **config_overrides})
+  params_dir = os.path.abspath(os.path.join(src, _NATIVE_PARAMS))
+  if not os.path.isdir(params_dir):
+    raise FileNotFoundError(f"{src}: no Orbax checkpoint at {params_dir}")
+  params = jax_to_numpy(
+      ocp.StandardCheckpointer(**_this_process_only()).restore(params_dir))
+  params = check_params(cfg, params, src)
+  report = ImportReport(src, "bert_jax", [], [],
+                        [h for h in _HEADS if h in params])
+  return _finish(cfg, params, report, task,
+                 seed)
+
+
+# -- export to Hugging Face --------------------------------------------------
+
+def _named_tensors(cfg: BertConfig, params: Params, fmt: str
+                   ) -> dict[str, np.ndarray]:
+  """Our params under the names and layouts of `fmt` ('hf' or 'tf1')."""
+  out = {}
+  for row in _ROWS:
+    if row.head and row.head not in params:
+      continue
+    template, transpose = ((row.hf, row.hf_t) if fmt == "hf"
+                           else (row.tf1, row.tf1_t))
+    value = np.asarray(_get(params, row.ours), np.float32)
+    for i in (range(cfg.num_layers) if row.per_layer else [None]):
+      x = _from_ours(value[i] if row.per_layer else value, row)
+      name = template.format(i=i) if row.per_layer else template
+      out[name] = np.ascontiguousarray(x.T if transpose else x)
+  return out
+
+
+def to_hf_tensors(cfg: BertConfig, params: Params) -> dict[str, np.ndarray]:
+  return _named_tensors(cfg, params, "hf")
+
+
+def export_hf(cfg: BertConfig, params: Params, vocab_file: str | None,
+              out_dir: str) -> str:
+  """config.json + model.safetensors (+ vocab.txt) for transformers.
+
+  With both heads, `transformers.BertForPreTraining.from_pretrained` loads
+  it with no missing or unexpected keys; without heads, `BertModel` does.
+  Existing files of those names in `out_dir` are replaced.
+  """
+  from safetensors.numpy import save_file  # pylint: disable=g-import-not-at-top
+  params = check_params(cfg, jax_to_numpy(params), out_dir, "hf")
+  tensors = to_hf_tensors(cfg, params)
+  os.makedirs(out_dir, exist_ok=True)
+  has_mlm = "cls.predictions.bias" in tensors
+  has_nsp = "cls.seq_relationship.bias" in tensors
+  if has_mlm:
+    # transformers ties these to the embedding and the output bias; writing
+    # them keeps loaders that do not tie happy too.
+    tensors["cls.predictions.decoder.weight"] = tensors[
+        "bert.embeddings.word_embeddings.weight"]
+    tensors["cls.predictions.decoder.bias"] = tensors["cls.predictions.bias"]
+  save_file(tensors, os.path.join(out_dir, "model.safetensors"),
+            metadata={"format": "pt"})
+  config = cfg.to_json_dict() | {
+      "model_type": "bert",
+      "architectures": [
+          "BertForPreTraining" if has_mlm and has_nsp
+          else "BertForMaskedLM" if has_mlm
+          else "BertForNextSentencePrediction" if has_nsp
+          else "BertModel"],
+      "pad_token_id": 0,
+      "position_embedding_type": "absolute",
+  }
+  with open(os.path.join(out_dir, "config.json"), "w") as f:
+    json.dump(config, f, indent=2)
+  # BertTokenizer wants a WordPiece vocab.txt; a SentencePiece model keeps
+  # its name (transformers' BERT tokenizers cannot read it).
+  _copy_vocab(vocab_file, out_dir,
+              "vocab.txt" if vocab_file and vocab_file.endswith(".txt")
+              else None)
+  return out_dir
+
+
+def export_tf1_names(cfg: BertConfig, params: Params) -> dict[str, np.ndarray]:
+  """Our params under Google's TF1 variable names (for writing with TF)."""
+  return _named_tensors(cfg, params, "tf1")
+
+
+# -- detection and the one entry point ---------------------------------------
+
+def detect_format(path: str) -> str:
+  """'bert_jax', 'hf' or 'tf1', from what is on disk."""
+  if not os.path.exists(path) and not os.path.exists(path + ".index"):
+    raise FileNotFoundError(f"checkpoint not found: {path}")
+  if os.path.isdir(path):
+    if os.path.isdir(os.path.join(path, _NATIVE_PARAMS)):
+      return "bert_jax"
+    if any(os.path.exists(os.path.join(path, n))
+           for n in ("model.safetensors", "pytorch_model.bin")):
+      return "hf"
+    if glob.glob(os.path.join(path, "*.ckpt*.index")):
+      return "tf1"
+  elif path.endswith((".safetensors", ".bin")):
+    return "hf"
+  elif path.endswith(".index") or os.path.exists(path + ".index"):
+    return "tf1"
+  raise ValueError(f"{path}: not a recognised checkpoint (expected a "
+                   "bert_jax model directory, a Hugging Face directory with "
+                   "model.safetensors/pytorch_model.bin, or a TF1 "
+                   "bert_model.ckpt)")
+
+
+def find_vocab(path: str) -> str | None:
+  """The vocab.txt (or SentencePiece model) beside a checkpoint, if any."""
+  directory = path if os.path.isdir(path) else os.path.dirname(path)
+  for name in ("vocab.txt", "spm.model", "sentencepiece.model"):
+    candidate = os.path.join(directory, name)
+    if os.path.exists(candidate):
+      return candidate
+  models = glob.glob(os.path.join(directory, "*.model"))
+  return models[0] if len(models) == 1 else None
+
+
+def load_pretrained(path: str, fmt: str | None = None, seed: int = 0, *,
+                    task: str = "pretraining", **config_overrides: Any
+                    ) -> tuple[BertConfig, Params, ImportReport]:
+  """Any of the three formats -> (config, params, report).
+
+  Args:
+    path: a bert_jax model directory, a Hugging Face directory (or weights
+      file) or a TF1 checkpoint (prefix, .index file or directory).
+    fmt: 'bert_jax', 'hf' or 'tf1'; detected from the files when None.
+    seed: initialises the pre-training heads the checkpoint lacks.
+    task: one of TASKS: 'pretraining' gives BertForPreTraining params (the
+      report names the freshly initialised heads), 'encoder' BertModel's.
+    **config_overrides: BertConfig fields to change (e.g. dtype='bfloat16').
+  """
+  _check_task(task)
+  fmt = fmt or detect_format(path)
+  loaders = {"hf": import_hf, "tf1": import_tf1, "bert_jax": load_bert_jax}
+  if fmt not in loaders:
+    raise ValueError(f"unknown checkpoint format {fmt!r}; expected one of "
+                     f"{FORMATS}")
+  return loaders[fmt](path, seed, task=task, **config_overrides)
+
+
+def convert(src: str, dst: str, from_fmt: str, to_fmt: str) -> ImportReport:
+  """Converts a checkpoint; heads it lacks stay absent (none are invented)."""
+  if to_fmt not in ("bert_jax", "hf"):
+    raise ValueError(f"--to={to_fmt!r}: expected bert_jax or hf")
+  cfg, params, report = load_pretrained(src, from_fmt, task="as_stored")
+  vocab = find_vocab(src if from_fmt != "tf1" else _tf1_prefix(src))
+  if to_fmt == "bert_jax":
+    save_bert_jax(cfg, params, vocab, dst)
+  else:
+    export_hf(cfg, params, vocab, dst)
+  return report

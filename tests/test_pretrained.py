@@ -1,0 +1,306 @@
+"""Checkpoint import/export, checked against transformers on real weights."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from bert_jax import heads
+from bert_jax import model as model_lib
+from bert_jax import pretrained
+from tests import minilm
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+
+def _ours_encoder(cfg, params, batch):
+  cfg = cfg.replace(hidden_dropout_prob=0.0, attention_dropout_prob=0.0)
+  graphdef, state = nnx.split(nnx.eval_shape(
+      lambda: model_lib.BertModel(cfg, rngs=nnx.Rngs(0))))
+  nnx.replace_by_pure_dict(state, params["bert"])
+  out = nnx.merge(graphdef, state)(batch["input_ids"], batch["segment_ids"],
+                                   batch["input_mask"])
+  return np.asarray(out.sequence_output), np.asarray(out.pooled_output)
+
+
+def _hf_encoder(path, batch, **kw):
+  model = transformers.BertModel.from_pretrained(path, **kw).eval()
+  with torch.no_grad():
+    out = model(input_ids=torch.from_numpy(batch["input_ids"]).long(),
+                token_type_ids=torch.from_numpy(batch["segment_ids"]).long(),
+                attention_mask=torch.from_numpy(batch["input_mask"]).long())
+  return out.last_hidden_state.numpy(), out.pooler_output.numpy()
+
+
+def _assert_outputs_close(ours, ref, mask, atol=1e-5):
+  seq, pooled = ours
+  ref_seq, ref_pooled = ref
+  keep = mask.astype(bool)
+  # The outputs that matter: the real positions and the pooler.
+  assert np.abs(seq[keep] - ref_seq[keep]).max() <= atol
+  assert np.abs(pooled - ref_pooled).max() <= atol
+  # Padded positions attend to the real keys in both (as in the TF1
+  # original), but are ill-conditioned: there transformers' own float32
+  # output is ~7e-5 from its float64 one. Agreement to 1e-3 still shows
+  # the same masking (a different mask moves them by O(1)).
+  assert np.abs(seq[~keep] - ref_seq[~keep]).max() <= 1e-3
+
+
+def test_hf_import_matches_transformers():
+  batch = minilm.hf_batch()
+  assert batch["input_mask"].min() == 0  # really padded
+  assert batch["segment_ids"].max() == 1  # really has pairs
+  cfg, params, report = pretrained.import_hf(minilm.model_path())
+  assert cfg.num_layers == 6 and cfg.hidden_size == 384
+  assert cfg.hidden_act == "gelu"
+  assert sorted(report.fresh_heads) == ["mlm", "nsp"]
+  assert report.stored_heads == []
+  _assert_outputs_close(_ours_encoder(cfg, params, batch),
+                        _hf_encoder(minilm.model_path(), batch),
+                        batch["input_mask"])
+  # The encoder alone: the same tensors, no heads made up.
+  _, encoder, report = pretrained.load_pretrained(minilm.model_path(),
+                                               task="encoder")
+  assert report.fresh_heads == [] and "embeddings" in encoder
+  flat, flat_enc = pretrained._flatten(params["bert"]), pretrained._flatten(encoder)
+  assert flat.keys() == flat_enc.keys()
+  for k in flat:
+    np.testing.assert_array_equal(flat[k], flat_enc[k], err_msg=k)
+  with pytest.raises(ValueError, match="task='classifier'"):
+    pretrained.load_pretrained(minilm.model_path(), task="classifier")
+
+
+def test_tf1_checkpoint_written_by_tensorflow_imports(tmp_path_factory):
+  path = minilm.model_path()
+  ckpt, hf_state = minilm.tf1_checkpoint(tmp_path_factory)
+  cfg, params, report = pretrained.load_pretrained(ckpt)
+  assert report.fmt == "tf1" and report.fresh_heads == []
+  assert "global_step" in report.ignored
+  # TF1's gelu is the tanh approximation: compare with transformers told so.
+  assert cfg.hidden_act == "gelu_tanh"
+  batch = minilm.hf_batch()
+  _assert_outputs_close(_ours_encoder(cfg, params, batch),
+                        _hf_encoder(path, batch, hidden_act="gelu_new"),
+                        batch["input_mask"])
+  # These weights were trained with exact GELU: overriding the activation
+  # gives transformers' own outputs.
+  cfg_exact, params_exact, _ = pretrained.import_tf1(ckpt, hidden_act="gelu")
+  _assert_outputs_close(_ours_encoder(cfg_exact, params_exact, batch),
+                        _hf_encoder(path, batch), batch["input_mask"])
+  # The heads came through too (HF's cls.* under TF1 names).
+  np.testing.assert_array_equal(params["nsp"]["kernel"],
+                                hf_state["cls.seq_relationship.weight"].T)
+  np.testing.assert_array_equal(
+      params["mlm"]["transform"]["kernel"],
+      hf_state["cls.predictions.transform.dense.weight"].T)
+
+
+def _ours_pretraining_logits(cfg, params, batch):
+  cfg = cfg.replace(hidden_dropout_prob=0.0, attention_dropout_prob=0.0)
+  graphdef, state = nnx.split(nnx.eval_shape(
+      lambda: heads.BertForPreTraining(cfg, rngs=nnx.Rngs(0))))
+  nnx.replace_by_pure_dict(state, params)
+  b, length = batch["input_ids"].shape
+  positions = np.tile(np.arange(length, dtype=np.int32), (b, 1))
+  out = nnx.merge(graphdef, state)(
+      batch["input_ids"], batch["segment_ids"], batch["input_mask"],
+      jnp.asarray(positions))
+  return np.asarray(out.mlm_logits), np.asarray(out.nsp_logits)
+
+
+def test_export_to_hf_with_heads_loads_cleanly_and_matches(tmp_path):
+  cfg, params, _ = pretrained.import_hf(minilm.model_path(), seed=3)
+  # Make the fresh heads non-trivial, so a mix-up would show.
+  rng = np.random.default_rng(0)
+  params["mlm"]["output_bias"] = rng.normal(
+      size=params["mlm"]["output_bias"].shape).astype(np.float32)
+  params["nsp"]["bias"] = np.array([0.3, -0.2], np.float32)
+  out = str(tmp_path / "hf")
+  pretrained.export_hf(cfg, params, os.path.join(minilm.model_path(),
+                                              "vocab.txt"), out)
+  model, info = transformers.BertForPreTraining.from_pretrained(
+      out, output_loading_info=True)
+  assert not info["missing_keys"] and not info["unexpected_keys"]
+  assert not info["mismatched_keys"]
+  batch = minilm.hf_batch()
+  with torch.no_grad():
+    ref = model.eval()(
+        input_ids=torch.from_numpy(batch["input_ids"]).long(),
+        token_type_ids=torch.from_numpy(batch["segment_ids"]).long(),
+        attention_mask=torch.from_numpy(batch["input_mask"]).long())
+  mlm, nsp = _ours_pretraining_logits(cfg, params, batch)
+  keep = batch["input_mask"].astype(bool)
+  ref_mlm = ref.prediction_logits.numpy()
+  scale = np.abs(ref_mlm[keep]).max()
+  assert np.abs(mlm[keep] - ref_mlm[keep]).max() <= 1e-5 * max(scale, 1.0)
+  assert np.abs(nsp - ref.seq_relationship_logits.numpy()).max() <= 1e-5
+  # And back: HF -> ours is the identity on every tensor.
+  _, again, report = pretrained.import_hf(out)
+  assert report.fresh_heads == []
+  flat, flat_again = pretrained._flatten(params), pretrained._flatten(again)
+  assert flat.keys() == flat_again.keys()
+  for k in flat:
+    np.testing.assert_array_equal(flat[k], flat_again[k], err_msg=k)
+
+
+def test_native_orbax_round_trip_is_bitwise(tmp_path):
+  cfg, params, _ = pretrained.import_hf(minilm.model_path())
+  out = str(tmp_path / "native")
+  pretrained.save_bert_jax(cfg, params, None, out)
+  assert pretrained.detect_format(out) == "bert_jax"
+  cfg2, params2, report = pretrained.load_pretrained(out)
+  assert cfg2 == cfg and report.fresh_heads == []
+  flat, flat2 = pretrained._flatten(params), pretrained._flatten(params2)
+  assert flat.keys() == flat2.keys()
+  for k in flat:
+    np.testing.assert_array_equal(flat[k], flat2[k], err_msg=k)
+  with pytest.raises(FileExistsError, match="refusing to overwrite"):
+    pretrained.save_bert_jax(cfg, params, None, out)
+
+
+def test_mismatches_are_listed_in_one_error(tmp_path):
+  from safetensors.numpy import load_file, save_file
+  src = minilm.model_path()
+  tensors = load_file(os.path.join(src, "model.safetensors"))
+  del tensors["encoder.layer.3.output.dense.bias"]
+  tensors["encoder.layer.0.attention.self.query.weight"] = np.zeros(
+      (384, 380), np.float32)
+  tensors["encoder.extra.weight"] = np.zeros(3, np.float32)
+  bad = tmp_path / "bad"
+  bad.mkdir()
+  save_file(tensors, str(bad / "model.safetensors"))
+  with open(os.path.join(src, "config.json")) as f:
+    (bad / "config.json").write_text(f.read())
+  with pytest.raises(ValueError) as e:
+    pretrained.import_hf(str(bad))
+  msg = str(e.value)
+  assert "3 problems" in msg
+  assert "missing: bert.encoder.layer.3.output.dense.bias" in msg
+  assert "unexpected: bert.encoder.extra.weight" in msg
+  assert "mis-shaped: bert.encoder.layer.0.attention.self.query.weight" in msg
+
+
+def test_untied_decoder_is_refused(tmp_path):
+  from safetensors.numpy import load_file, save_file
+  src = minilm.model_path()
+  tensors = {f"bert.{k}": v for k, v in load_file(
+      os.path.join(src, "model.safetensors")).items()}
+  emb = tensors["bert.embeddings.word_embeddings.weight"]
+  h = emb.shape[1]
+  tensors.update({
+      "cls.predictions.transform.dense.weight": np.eye(h, dtype=np.float32),
+      "cls.predictions.transform.dense.bias": np.zeros(h, np.float32),
+      "cls.predictions.transform.LayerNorm.weight": np.ones(h, np.float32),
+      "cls.predictions.transform.LayerNorm.bias": np.zeros(h, np.float32),
+      "cls.predictions.bias": np.zeros(len(emb), np.float32),
+      "cls.predictions.decoder.weight": emb + 1.0,
+      "cls.predictions.decoder.bias": np.zeros(len(emb), np.float32),
+  })
+  bad = tmp_path / "untied"
+  bad.mkdir()
+  save_file(tensors, str(bad / "model.safetensors"))
+  with open(os.path.join(src, "config.json")) as f:
+    (bad / "config.json").write_text(f.read())
+  with pytest.raises(ValueError, match="cls.predictions.decoder.weight: "
+                     "differs from bert.embeddings.word_embeddings.weight"):
+    pretrained.import_hf(str(bad))
+  # Tied (equal) is fine, and the MLM head is read while NSP is fresh.
+  tensors["cls.predictions.decoder.weight"] = emb
+  save_file(tensors, str(bad / "model.safetensors"))
+  _, params, report = pretrained.import_hf(str(bad))
+  assert report.stored_heads == ["mlm"] and report.fresh_heads == ["nsp"]
+  np.testing.assert_array_equal(params["mlm"]["transform"]["kernel"],
+                                np.eye(h, dtype=np.float32))
+
+
+def test_native_params_checked_before_writing(tmp_path):
+  cfg = model_lib.BertConfig.from_preset("tiny", vocab_size=50)
+  params = pretrained.init_params(cfg)
+  params["bert"]["pooler"]["kernel"] = np.zeros((3, 3), np.float32)
+  del params["mlm"]["output_bias"]
+  params["bert"]["extra"] = np.zeros(2, np.float32)
+  out = tmp_path / "native"
+  with pytest.raises(ValueError, match="3 problems") as e:
+    pretrained.save_bert_jax(cfg, params, None, str(out))
+  assert "missing: mlm/output_bias" in str(e.value)
+  assert "unexpected: bert/extra" in str(e.value)
+  assert "mis-shaped: bert/pooler/kernel" in str(e.value)
+  assert not out.exists()
+  # A bare encoder is saved as such; loading for pre-training adds heads.
+  encoder = pretrained.init_params(cfg)["bert"]
+  pretrained.save_bert_jax(cfg, encoder, None, str(out))
+  _, loaded, report = pretrained.load_bert_jax(str(out))
+  assert report.stored_heads == [] and report.fresh_heads == ["mlm", "nsp"]
+  np.testing.assert_array_equal(loaded["bert"]["pooler"]["kernel"],
+                                encoder["pooler"]["kernel"])
+
+
+def test_tf1_directory_with_several_checkpoints(tmp_path):
+  for step in (1000, 2000):
+    (tmp_path / f"model.ckpt-{step}.index").write_bytes(b"")
+  with pytest.raises(ValueError, match="several TF1 checkpoints"):
+    pretrained._tf1_prefix(str(tmp_path))
+  assert pretrained._tf1_prefix(str(tmp_path / "model.ckpt-2000")) == str(
+      tmp_path / "model.ckpt-2000")
+
+
+def test_detect_format_errors(tmp_path):
+  with pytest.raises(FileNotFoundError, match="checkpoint not found"):
+    pretrained.detect_format(str(tmp_path / "nothing"))
+  with pytest.raises(ValueError, match="not a recognised checkpoint"):
+    pretrained.detect_format(str(tmp_path))
+
+
+def test_cli_round_trip(tmp_path):
+  native, hf = str(tmp_path / "native"), str(tmp_path / "hf")
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  for args in (["--from=hf", "--to=bert_jax", minilm.model_path(), native],
+               ["--from=bert_jax", "--to=hf", native, hf]):
+    res = subprocess.run([sys.executable, "-m", "bert_jax.convert", *args],
+                         capture_output=True, text=True, env=env, check=False)
+    assert res.returncode == 0, res.stderr[-2000:]
+  assert os.path.exists(os.path.join(hf, "vocab.txt"))
+  # MiniLM has no pre-training heads, and none are invented on the way.
+  _, _, report = pretrained.load_bert_jax(native, task="as_stored")
+  assert report.stored_heads == []
+  with open(os.path.join(hf, "config.json")) as f:
+    assert json.load(f)["architectures"] == ["BertModel"]
+  batch = minilm.hf_batch()
+  _assert_outputs_close(_hf_encoder(hf, batch),
+                        _hf_encoder(minilm.model_path(), batch),
+                        batch["input_mask"])
+  res = subprocess.run([sys.executable, "-m", "bert_jax.convert",
+                        "--from=hf", "--to=bert_jax", str(tmp_path / "no"),
+                        str(tmp_path / "out")], capture_output=True,
+                       text=True, env=env, check=False)
+  assert res.returncode != 0 and "no model.safetensors" in res.stderr
+  assert "Traceback" not in res.stderr  # one clear line
+
+
+def test_pytorch_bin_with_bert_prefix_imports_like_safetensors(tmp_path):
+  path = minilm.model_path()
+  model = transformers.BertForPreTraining.from_pretrained(path)
+  directory = tmp_path / "bin"
+  directory.mkdir()
+  # A full BertForPreTraining state dict: `bert.` prefix and cls.* heads.
+  torch.save(model.state_dict(), directory / "pytorch_model.bin")
+  with open(os.path.join(path, "config.json")) as f:
+    (directory / "config.json").write_text(f.read())
+  assert pretrained.detect_format(str(directory)) == "hf"
+  _, from_bin, report = pretrained.import_hf(str(directory))
+  assert report.fresh_heads == []
+  _, from_st, _ = pretrained.import_hf(path)
+  a, b = pretrained._flatten(from_bin), pretrained._flatten(from_st)
+  encoder = [k for k in b if k.startswith("bert/")]
+  assert len(encoder) > 20
+  for k in encoder:  # identical to the safetensors import
+    np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+  np.testing.assert_array_equal(
+      from_bin["nsp"]["kernel"],
+      model.cls.seq_relationship.weight.detach().numpy().T)
