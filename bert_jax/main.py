@@ -1,7 +1,9 @@
-"""The pre-training job.
+"""The job: pre-training or fine-tuning, as the config says.
 
     python -m bert_jax.main --config=configs/pretrain.py:demo --workdir=DIR \
         [--config.train_batch_size=64 ...]
+    python -m bert_jax.main --config=configs/finetune.py:mrpc --workdir=DIR \
+        --config.init_checkpoint=CKPT --config.data_dir=glue_data/MRPC
 
 Multi-host: pass --coordinator_address/--num_processes/--process_id, or
 --jax_distributed on TPU VMs (which find their peers by themselves).
@@ -16,6 +18,7 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from bert_jax import cli
 from bert_jax import train
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -58,24 +61,13 @@ def main(argv: Sequence[str]) -> None:
   if jax.process_index() == 0:
     print("results: " + "  ".join(
         f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
-        for k, v in results.items() if k != "checkpoints"))
+        for k, v in results.items() if not isinstance(v, (dict, list))
+        and k not in ("init_checkpoint", "encoder")))
+    for split, path in results.get("predictions", {}).items():
+      print(f"predictions {split}: {path}")
     for fmt, path in results.get("checkpoints", {}).items():
       print(f"exported {fmt}: {path}")
 
 
-def parse_flags(argv: list[str]) -> list[str]:
-  """absl parsing, with a bad `--config.KEY=VALUE` reported in one line."""
-  try:
-    return flags.FLAGS(argv)
-  except flags.Error as e:
-    sys.exit(f"error: {e}")
-  except (KeyError, AttributeError) as e:
-    # ml_collections' word for a key the locked config does not have.
-    sys.exit(f"error: unknown config key {str(e).strip(chr(34))} in a "
-             "--config.KEY=VALUE override")
-  except (TypeError, ValueError) as e:
-    sys.exit(f"error: bad --config override: {e}")
-
-
 if __name__ == "__main__":
-  app.run(main, flags_parser=parse_flags)
+  app.run(main, flags_parser=cli.parse_flags)

@@ -156,3 +156,16 @@ def create_sharded_state(
   with activation_rules(mesh, rules):
     state = init()
   return graphdef, state, shardings
+
+
+def to_global(tree: Any, shardings: Any) -> Any:
+  """Host arrays that every process holds in full -> global jax.Arrays.
+
+  Each device gets its slice of the host copy, so this works on any number
+  of processes (jit refuses host numpy arrays with non-trivial shardings
+  when several processes take part).
+  """
+  def put(x, s):
+    x = np.asarray(x)
+    return jax.make_array_from_callback(x.shape, s, lambda index: x[index])
+  return jax.tree.map(put, tree, shardings)

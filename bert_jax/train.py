@@ -1,11 +1,13 @@
-"""Pre-training: the sharded train step and the training loop.
+"""The training loop: one sharded, resumable loop for every task.
 
-`train_and_evaluate(config, workdir)` is the whole job: validate the config
-(before anything compiles), prepare data if missing, build the mesh, create
-the train state born sharded (or resume it from the newest readable
-checkpoint), run the jitted train step with donated state, evaluate
-periodically on held-out data, checkpoint (also on SIGTERM), and at the end
-export the model and write `results.json`.
+`train_and_evaluate(config, workdir)` runs a job: the task named by the
+config (`bert_jax.tasks.from_config`: pre-training, or a fine-tuning task)
+supplies the model, data, loss and metrics; this module validates the
+config (before anything compiles), builds the mesh, creates the train state
+born sharded (starting from the task's pre-trained weights, or resuming
+from the newest readable checkpoint), runs the jitted train step with
+donated state, evaluates, checkpoints (also on SIGTERM), and at the end
+lets the task write its predictions / exports and writes `results.json`.
 
 The train state is a plain pytree {'step', 'params', 'opt_state', 'bad'}:
 params are the nested dict of the model's nnx parameters; `bad` becomes
@@ -14,6 +16,10 @@ state on the host is the last good one when the loop notices.
 
 `make_train_step(config, mesh)` builds the step without any data, for
 `bert_jax.plan` to compile against a TPU topology.
+
+Every run writes `WORKDIR/bert_config.json` and a copy of its vocabulary
+at the start, so that a workdir can serve as a pre-trained model
+(`bert_jax.pretrained`'s 'workdir' format).
 """
 
 from __future__ import annotations
@@ -21,10 +27,10 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-import math
 import os
+import shutil
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import jax
@@ -36,11 +42,11 @@ from absl import logging
 from flax import nnx
 
 from bert_jax import checkpoints
-from bert_jax import heads
-from bert_jax import input_pipeline
 from bert_jax import model as model_lib
 from bert_jax import optimizer as optimizer_lib
 from bert_jax import sharding
+from bert_jax import tasks
+from bert_jax.tasks import base as tasks_base
 
 Array = jax.Array
 
@@ -69,31 +75,16 @@ def peak_flops(device_kind: str) -> float | None:
 
 # -- config -> objects -------------------------------------------------------
 
-def model_config(config: ml_collections.ConfigDict,
-                 vocab_size: int | None = None) -> model_lib.BertConfig:
-  m = config.model
-  overrides = dict(
-      hidden_act=m.hidden_act, hidden_dropout_prob=m.hidden_dropout_prob,
-      attention_dropout_prob=m.attention_dropout_prob, dtype=m.dtype,
-      remat_policy=m.remat_policy, scan_layers=m.scan_layers,
-      attention_impl=m.attention_impl or None,
-      attention="causal" if config.objective == "ltr" else "bidirectional")
-  if vocab_size:
-    overrides["vocab_size"] = vocab_size
-  return model_lib.BertConfig.from_preset(m.preset, **overrides)
-
-
-def make_model(cfg: model_lib.BertConfig, objective: str, seed: int = 0):
-  rngs = nnx.Rngs(seed)
-  if objective == "ltr":
-    return heads.BertForLTR(cfg, rngs=rngs)
-  return heads.BertForPreTraining(cfg, nsp=objective == "mlm_nsp", rngs=rngs)
-
-
-def make_optimizer(config: ml_collections.ConfigDict
+def make_optimizer(config: ml_collections.ConfigDict,
+                   num_train_steps: int | None = None,
+                   num_warmup_steps: int | None = None
                    ) -> tuple[optax.GradientTransformation, optax.Schedule]:
+  """BERT's optimizer and schedule; steps default to the config's."""
   schedule = optimizer_lib.learning_rate_schedule(
-      config.learning_rate, config.num_warmup_steps, config.num_train_steps)
+      config.learning_rate,
+      config.num_warmup_steps if num_warmup_steps is None
+      else num_warmup_steps,
+      config.num_train_steps if num_train_steps is None else num_train_steps)
   o = config.optimizer
   tx = optimizer_lib.create_optimizer(
       o.name, schedule, b1=o.b1, b2=o.b2, eps=o.eps,
@@ -111,23 +102,6 @@ def make_mesh(config: ml_collections.ConfigDict,
                               tuple(config.mesh.dcn_shape), devices)
 
 
-def batch_spec(config, seq_len: int, num_pred: int, batch: int
-               ) -> dict[str, tuple[tuple[int, ...], Any]]:
-  """Shapes and dtypes of one global batch for the config's objective."""
-  spec = {
-      "input_ids": ((batch, seq_len), jnp.int32),
-      "input_mask": ((batch, seq_len), jnp.int32),
-      "segment_ids": ((batch, seq_len), jnp.int32),
-  }
-  if config.objective != "ltr":
-    spec.update(
-        masked_lm_positions=((batch, num_pred), jnp.int32),
-        masked_lm_ids=((batch, num_pred), jnp.int32),
-        masked_lm_weights=((batch, num_pred), jnp.float32),
-        next_sentence_labels=((batch, 1), jnp.int32))
-  return spec
-
-
 def model_flops_per_step(cfg: model_lib.BertConfig, batch: int, seq: int,
                          num_pred: int, objective: str) -> float:
   """Training FLOPs (forward + backward = 3x forward) by formula."""
@@ -143,46 +117,28 @@ def model_flops_per_step(cfg: model_lib.BertConfig, batch: int, seq: int,
 
 # -- the step ----------------------------------------------------------------
 
-def _forward_loss(graphdef, params, batch, rng, objective,
-                  denominators=None):
-  model = nnx.merge(graphdef, params)
-  if objective == "ltr":
-    out = model(batch["input_ids"], batch["segment_ids"],
-                batch["input_mask"], rng=rng)
-    return heads.ltr_loss(out, batch, denominators)
-  out = model(batch["input_ids"], batch["segment_ids"], batch["input_mask"],
-              batch["masked_lm_positions"], rng=rng)
-  return heads.pretraining_loss(out, batch, denominators)
-
-
-def _denominators(batch, objective):
-  """The full batch's normalisers, shared by its micro-batches."""
-  if objective == "ltr":
-    w = jnp.sum(batch["input_mask"][:, 1:].astype(jnp.float32))
-  else:
-    w = jnp.sum(batch["masked_lm_weights"].astype(jnp.float32))
-  return w, jnp.asarray(batch["input_ids"].shape[0], jnp.float32)
+def _forward_loss(graphdef, params, batch, rng, task, denominators=None):
+  return task.loss(nnx.merge(graphdef, params), batch, rng, denominators)
 
 
 def train_step(state: dict[str, Any], batch: dict[str, Array], *, graphdef,
-               tx: optax.GradientTransformation, schedule: optax.Schedule,
-               objective: str, seed: int, accum_steps: int
+               task: tasks_base.Task, tx: optax.GradientTransformation,
+               schedule: optax.Schedule, seed: int, accum_steps: int
                ) -> tuple[dict[str, Any], dict[str, Array]]:
   """One optimizer step (pure). Dropout keys come from fold_in(seed, step)."""
   step = state["step"]
   rng = jax.random.fold_in(jax.random.key(seed), step)
   if accum_steps == 1:
     grad_fn = jax.value_and_grad(
-        lambda p, b, k: _forward_loss(graphdef, p, b, k, objective),
-        has_aux=True)
+        lambda p, b, k: _forward_loss(graphdef, p, b, k, task), has_aux=True)
     (loss, sums), grads = grad_fn(state["params"], batch, rng)
   else:
     # Micro-batch losses normalised by the whole batch add up to its loss,
     # so accumulation gives the full batch's gradient, not a mean of means.
-    denominators = _denominators(batch, objective)
+    denominators = task.denominators(batch)
     grad_fn = jax.value_and_grad(
-        lambda p, b, k: _forward_loss(graphdef, p, b, k, objective,
-                                      denominators), has_aux=True)
+        lambda p, b, k: _forward_loss(graphdef, p, b, k, task, denominators),
+        has_aux=True)
     micro = jax.tree.map(
         lambda x: x.reshape(accum_steps, x.shape[0] // accum_steps,
                             *x.shape[1:]), batch)
@@ -224,39 +180,74 @@ def train_step(state: dict[str, Any], batch: dict[str, Array], *, graphdef,
   return new_state, metrics
 
 
-def eval_step(params, batch, *, graphdef, objective: str) -> dict[str, Array]:
-  _, sums = _forward_loss(graphdef, params, batch, None, objective)
-  return sums
+def eval_step(params, batch, *, graphdef, task: tasks_base.Task
+              ) -> dict[str, Array]:
+  return task.eval_outputs(nnx.merge(graphdef, params), batch)
 
 
 @dataclasses.dataclass
 class StepFns:
   """What `make_train_step` returns: the jitted step and its shardings."""
   train_step: Any  # jitted (state, batch) -> (state, metrics)
-  eval_step: Any  # jitted (params, batch) -> metric sums
-  init: Any  # jitted () -> state, born sharded
+  eval_step: Any  # jitted (params, batch) -> outputs, replicated
+  init: Any  # () -> state, born sharded (from the task's pre-trained weights)
   graphdef: Any
   abstract_state: Any  # ShapeDtypeStructs with shardings
   state_shardings: Any
   batch_sharding: jax.sharding.NamedSharding
   model_config: model_lib.BertConfig
   schedule: optax.Schedule
+  task: tasks_base.Task
 
   def abstract_batch(self, config, seq_len: int, num_pred: int,
                      batch: int) -> dict[str, jax.ShapeDtypeStruct]:
+    del config
+    spec = (self.task.batch_spec(batch, seq_len, num_pred)
+            if num_pred else self.task.batch_spec(batch, seq_len))
     return {k: jax.ShapeDtypeStruct(shape, dtype, sharding=self.batch_sharding)
-            for k, (shape, dtype) in batch_spec(config, seq_len, num_pred,
-                                                batch).items()}
+            for k, (shape, dtype) in spec.items()}
+
+
+def _by_path(tree) -> dict[str, Any]:
+  return {jax.tree_util.keystr(path, simple=True, separator="/"): leaf
+          for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def _check_pretrained(abstract_params, pre: Mapping[str, Any]) -> None:
+  """The pre-trained sub-trees must fit the model exactly."""
+  problems = []
+  for key, tree in pre.items():
+    if key not in abstract_params:
+      problems.append(f"{key}: the model has no such part")
+      continue
+    want, have = _by_path(abstract_params[key]), _by_path(tree)
+    problems += [f"{key}/{k}: missing" for k in want if k not in have]
+    problems += [f"{key}/{k}: unexpected" for k in have if k not in want]
+    problems += [f"{key}/{k}: shape {tuple(np.shape(have[k]))}, the model "
+                 f"needs {tuple(want[k].shape)}" for k in want
+                 if k in have and tuple(np.shape(have[k])) != tuple(
+                     want[k].shape)]
+  if problems:
+    raise ConfigError("the pre-trained weights do not fit the model ("
+                      f"{len(problems)} problems): " + "; ".join(problems[:8])
+                      + (" ..." if len(problems) > 8 else ""))
 
 
 def make_train_step(config: ml_collections.ConfigDict,
                     mesh: jax.sharding.Mesh,
-                    vocab_size: int | None = None) -> StepFns:
-  """The sharded, jitted train step for `config` on `mesh` (no data read)."""
-  cfg = model_config(config, vocab_size)
+                    vocab_size: int | None = None,
+                    task: tasks_base.Task | None = None) -> StepFns:
+  """The sharded, jitted train step for `config` on `mesh` (no data read).
+
+  `vocab_size` overrides a pre-training config's vocabulary size (e.g. from
+  its data manifest).
+  """
+  task = task or tasks.from_config(config)
+  cfg = task.model_config(vocab_size) if vocab_size else task.model_config()
   rules = rules_of(config)
-  tx, schedule = make_optimizer(config)
-  make = functools.partial(make_model, cfg, config.objective, config.seed)
+  tx, schedule = make_optimizer(config, task.num_train_steps(),
+                                task.num_warmup_steps())
+  make = lambda: task.build_model(cfg, nnx.Rngs(config.seed))
   graphdef, abstract_params = nnx.split(nnx.eval_shape(make), nnx.Param)
   param_shardings = nnx.to_pure_dict(
       sharding.state_shardings(abstract_params, mesh, rules))
@@ -269,96 +260,83 @@ def make_train_step(config: ml_collections.ConfigDict,
   state_shardings = {"step": replicated, "params": param_shardings,
                      "opt_state": opt_shardings, "bad": replicated}
 
-  def init():
+  def init(pre):
     params = nnx.to_pure_dict(nnx.state(make(), nnx.Param))
+    for key, tree in pre.items():  # the pre-trained parts replace fresh ones
+      params[key] = jax.tree.map(lambda fresh, x: x.astype(fresh.dtype),
+                                 params[key], tree)
     return {"step": jnp.zeros((), jnp.int32), "params": params,
             "opt_state": tx.init(params), "bad": jnp.zeros((), bool)}
 
   abstract_state = jax.tree.map(
       lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-      jax.eval_shape(init), state_shardings)
+      jax.eval_shape(init, {}), state_shardings)
   data_sharding = sharding.batch_sharding(mesh)
   step_fn = functools.partial(
-      train_step, graphdef=graphdef, tx=tx, schedule=schedule,
-      objective=config.objective, seed=config.seed,
-      accum_steps=config.optimizer.grad_accum_steps)
+      train_step, graphdef=graphdef, task=task, tx=tx, schedule=schedule,
+      seed=config.seed, accum_steps=config.optimizer.grad_accum_steps)
   jit_train = jax.jit(step_fn, in_shardings=(state_shardings, data_sharding),
                       out_shardings=(state_shardings, replicated),
                       donate_argnums=(0,))
   jit_eval = jax.jit(functools.partial(eval_step, graphdef=graphdef,
-                                       objective=config.objective),
+                                       task=task),
                      in_shardings=(param_shardings, data_sharding),
                      out_shardings=replicated)
-  jit_init = jax.jit(init, out_shardings=state_shardings)
-  return StepFns(jit_train, jit_eval, jit_init, graphdef, abstract_state,
-                 state_shardings, data_sharding, cfg, schedule)
+
+  def born_sharded():
+    # Read lazily: plan compiles without ever loading a checkpoint.
+    pre = task.pretrained_params() or {}
+    _check_pretrained(abstract_params, pre)
+    shardings = {k: param_shardings[k] for k in pre}
+    pre = sharding.to_global(pre, shardings)
+    return jax.jit(init, in_shardings=(shardings,),
+                   out_shardings=state_shardings)(pre)
+
+  return StepFns(jit_train, jit_eval, born_sharded, graphdef, abstract_state,
+                 state_shardings, data_sharding, cfg, schedule, task)
 
 
 # -- validation --------------------------------------------------------------
 
-class ConfigError(ValueError):
-  """A config value that cannot work; the message names the key."""
+ConfigError = tasks_base.ConfigError
+
+
+def _check(ok: bool, msg: str) -> None:
+  if not ok:
+    raise ConfigError(msg)
 
 
 def validate(config: ml_collections.ConfigDict, workdir: str,
-             mesh: jax.sharding.Mesh) -> None:
+             mesh: jax.sharding.Mesh,
+             task: tasks_base.Task | None = None) -> None:
   """Fails fast, before any compilation, with one line naming the key."""
-  def check(ok, msg):
-    if not ok:
-      raise ConfigError(msg)
+  task = task or tasks.from_config(config)
   dp = sharding.data_parallel_size(mesh)
   for key in ("train_batch_size", "eval_batch_size",
               "phase2_train_batch_size"):
-    value = config[key]
-    check(value > 0 and value % dp == 0,
-          f"config.{key}={value} is not divisible by the data-parallel size "
-          f"{dp} of mesh {dict(mesh.shape)}")
-    check(value % jax.process_count() == 0,
-          f"config.{key}={value} is not divisible by the "
-          f"{jax.process_count()} processes")
-  accum = config.optimizer.grad_accum_steps
-  check(accum >= 1 and config.train_batch_size % (accum * dp) == 0,
-        f"config.optimizer.grad_accum_steps={accum}: train_batch_size="
-        f"{config.train_batch_size} must split into {accum} micro-batches "
-        f"divisible by the data-parallel size {dp}")
-  check(config.objective in ("mlm_nsp", "mlm", "ltr"),
-        f"config.objective={config.objective!r} not in mlm_nsp, mlm, ltr")
-  try:
-    cfg = model_config(config)
-  except ValueError as e:
-    raise ConfigError(f"config.model: {e}") from e
-  for key in ("max_seq_length", "phase2_max_seq_length"):
-    if key == "phase2_max_seq_length" and not config.phase2_start_step:
+    if key not in config:
       continue
-    check(config[key] <= cfg.max_position_embeddings,
-          f"config.{key}={config[key]} is longer than the position table "
-          f"(max_position_embeddings={cfg.max_position_embeddings})")
-  check(config.num_train_steps > 0,
-        f"config.num_train_steps={config.num_train_steps} must be > 0")
-  check(0 <= config.num_warmup_steps <= config.num_train_steps,
-        f"config.num_warmup_steps={config.num_warmup_steps} must be in "
-        f"[0, num_train_steps]")
-  check(0 <= config.phase2_start_step < config.num_train_steps,
-        f"config.phase2_start_step={config.phase2_start_step} must be in "
-        "[0, num_train_steps) (0 = one phase)")
-  check(config.optimizer.name in optimizer_lib.OPTIMIZERS,
-        f"config.optimizer.name={config.optimizer.name!r} not in "
-        f"{optimizer_lib.OPTIMIZERS}")
-  check(config.log_every_steps > 0, "config.log_every_steps must be > 0")
-  check(config.save_checkpoints_steps > 0,
-        "config.save_checkpoints_steps must be > 0")
-  if not config.data.data_dir or not os.path.exists(
-      os.path.join(config.data.data_dir, input_pipeline.MANIFEST)):
-    import glob  # pylint: disable=g-import-not-at-top
-    pattern = config.data.input_file
-    check(bool(pattern) and all(
-        glob.glob(p.strip()) for p in pattern.split(",")
-        if not p.strip().startswith("tfds:")),
-          f"config.data.input_file={pattern!r} matches no file (and "
-          f"config.data.data_dir={config.data.data_dir!r} holds no prepared "
-          "data)")
-    check(os.path.exists(config.data.vocab_file),
-          f"config.data.vocab_file={config.data.vocab_file!r} does not exist")
+    value = config[key]
+    _check(value > 0 and value % dp == 0,
+           f"config.{key}={value} is not divisible by the data-parallel "
+           f"size {dp} of mesh {dict(mesh.shape)}")
+    _check(value % jax.process_count() == 0,
+           f"config.{key}={value} is not divisible by the "
+           f"{jax.process_count()} processes")
+  accum = config.optimizer.grad_accum_steps
+  _check(accum >= 1 and config.train_batch_size % (accum * dp) == 0,
+         f"config.optimizer.grad_accum_steps={accum}: train_batch_size="
+         f"{config.train_batch_size} must split into {accum} micro-batches "
+         f"divisible by the data-parallel size {dp}")
+  _check(config.optimizer.name in optimizer_lib.OPTIMIZERS,
+         f"config.optimizer.name={config.optimizer.name!r} not in "
+         f"{optimizer_lib.OPTIMIZERS}")
+  _check(config.log_every_steps > 0, "config.log_every_steps must be > 0")
+  _check(config.save_checkpoints_steps > 0,
+         "config.save_checkpoints_steps must be > 0")
+  _check(config.eval_every_steps >= 0,
+         "config.eval_every_steps must be >= 0 (0: only at the end)")
+  task.validate(_check)
   try:
     os.makedirs(workdir, exist_ok=True)
     probe = os.path.join(workdir, f".write_probe_{jax.process_index()}")
@@ -367,62 +345,6 @@ def validate(config: ml_collections.ConfigDict, workdir: str,
     os.remove(probe)
   except OSError as e:
     raise ConfigError(f"--workdir={workdir} is not writable ({e})") from e
-
-
-# -- data --------------------------------------------------------------------
-
-def prepare_data(config, workdir: str, seq_len: int, num_pred: int,
-                 data_dir: str) -> str:
-  """Creates the shards (process 0) unless data_dir already has them."""
-  from bert_jax import create_pretraining_data as cpd  # pylint: disable=g-import-not-at-top
-  from bert_jax import pretraining_data  # pylint: disable=g-import-not-at-top
-  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-  data_dir = data_dir or os.path.join(workdir, f"data_{seq_len}")
-  if (jax.process_index() == 0 and not os.path.exists(
-      os.path.join(data_dir, input_pipeline.MANIFEST))):
-    d = config.data
-    opts = pretraining_data.DataOptions(
-        max_seq_length=seq_len, max_predictions_per_seq=num_pred,
-        masked_lm_prob=d.masked_lm_prob, short_seq_prob=d.short_seq_prob,
-        dupe_factor=d.dupe_factor, objective=config.objective,
-        mask_ratios=tuple(d.mask_ratios), whole_word_mask=d.whole_word_mask,
-        dynamic_masking=d.dynamic_masking)
-    logging.info("preparing pre-training data in %s", data_dir)
-    m = cpd.create_pretraining_data(
-        d.input_file, data_dir, d.vocab_file, d.do_lower_case, opts=opts,
-        random_seed=config.seed, num_workers=d.num_workers,
-        num_shards=d.num_shards, eval_fraction=d.eval_fraction)
-    print(f"prepared {m['train']['instances']} training and "
-          f"{m.get('eval', {}).get('instances', 0)} held-out examples in "
-          f"{m['seconds']} s", flush=True)
-  if jax.process_count() > 1:
-    multihost_utils.sync_global_devices("prepare_data")
-  return data_dir
-
-
-def _masking_spec(config, manifest, num_pred):
-  if manifest is None or manifest["options"]["masking"] != "dynamic":
-    return None
-  v = manifest["vocab"]
-  return input_pipeline.MaskingSpec(
-      vocab_size=v["size"], mask_id=v["mask_id"],
-      special_ids=(v["cls_id"], v["sep_id"], v["pad_id"]),
-      masked_lm_prob=config.data.masked_lm_prob,
-      max_predictions_per_seq=num_pred,
-      mask_ratios=tuple(config.data.mask_ratios),
-      whole_word_mask=config.data.whole_word_mask)
-
-
-def make_iterator(config, data_dir: str, split: str, batch: int, seq_len: int,
-                  num_pred: int, batch_sharding, *, shuffle=True,
-                  num_epochs=None) -> input_pipeline.GlobalBatchIterator:
-  manifest = input_pipeline.read_manifest(data_dir)
-  ds = input_pipeline.make_dataset(
-      input_pipeline.find_shards(data_dir, split), global_batch_size=batch,
-      seed=config.seed, max_seq_length=seq_len, shuffle=shuffle,
-      num_epochs=num_epochs,
-      dynamic_masking=_masking_spec(config, manifest, num_pred))
-  return input_pipeline.GlobalBatchIterator(ds, batch_sharding)
 
 
 # -- the loop ----------------------------------------------------------------
@@ -445,44 +367,6 @@ class _Writer:
   def close(self) -> None:
     if self._w is not None:
       self._w.close()
-
-
-def summarize(sums: Mapping[str, float], objective: str) -> dict[str, float]:
-  """Accuracy / loss / perplexity from accumulated metric sums."""
-  out = {}
-  if objective == "ltr":
-    w = max(sums["lm_weight"], 1e-9)
-    out["lm_loss"] = sums["lm_loss_sum"] / w
-    out["lm_accuracy"] = sums["lm_correct"] / w
-    out["lm_perplexity"] = math.exp(min(out["lm_loss"], 50.0))
-    return out
-  w = max(sums["mlm_weight"], 1e-9)
-  out["masked_lm_loss"] = sums["mlm_loss_sum"] / w
-  out["masked_lm_accuracy"] = sums["mlm_correct"] / w
-  out["masked_lm_perplexity"] = math.exp(min(out["masked_lm_loss"], 50.0))
-  if "nsp_count" in sums:
-    n = max(sums["nsp_count"], 1e-9)
-    out["next_sentence_loss"] = sums["nsp_loss_sum"] / n
-    out["next_sentence_accuracy"] = sums["nsp_correct"] / n
-  return out
-
-
-def evaluate(fns: StepFns, params, config, data_dir: str, seq_len: int,
-             num_pred: int) -> dict[str, float]:
-  it = make_iterator(config, data_dir, "eval", config.eval_batch_size,
-                     seq_len, num_pred, fns.batch_sharding, shuffle=False,
-                     num_epochs=1)
-  total = None
-  with sharding.activation_rules(fns.batch_sharding.mesh, rules_of(config)):
-    for _, batch in zip(range(config.num_eval_steps), it):
-      sums = fns.eval_step(params, batch)
-      total = sums if total is None else jax.tree.map(jnp.add, total, sums)
-  it.close()
-  if total is None:
-    raise ValueError(f"{data_dir}: the eval split has fewer than "
-                     f"{config.eval_batch_size} examples")
-  return summarize({k: float(v) for k, v in jax.device_get(total).items()},
-                   config.objective)
 
 
 class NonFiniteLossError(RuntimeError):
@@ -511,29 +395,55 @@ def _config_json(config) -> dict[str, Any]:
   return json.loads(config.to_json_best_effort())
 
 
+def _write_model_files(workdir: str, cfg: model_lib.BertConfig,
+                      vocab_file: str | None) -> None:
+  """bert_config.json + the vocabulary: the workdir is a loadable model."""
+  if jax.process_index() != 0:
+    return
+  config = cfg.to_json_dict() | {"bert_jax": dataclasses.asdict(cfg)}
+  tmp = os.path.join(workdir, "bert_config.json.tmp")
+  with open(tmp, "w") as f:
+    json.dump(config, f, indent=2)
+  os.replace(tmp, os.path.join(workdir, "bert_config.json"))
+  if vocab_file and os.path.exists(vocab_file):
+    name = ("vocab.txt" if vocab_file.endswith(".txt")
+            else os.path.basename(vocab_file))
+    dst = os.path.join(workdir, name)
+    if os.path.abspath(vocab_file) != os.path.abspath(dst):
+      shutil.copyfile(vocab_file, dst)
+
+
+def _eval_runner(fns: StepFns, mesh, config, params) -> tasks_base.RunEval:
+  """What a task's `evaluate` calls: batches in, host outputs out."""
+  def run(batches: Iterator[dict[str, Array]]) -> list[dict[str, np.ndarray]]:
+    outputs = []
+    with sharding.activation_rules(mesh, rules_of(config)):
+      for batch in batches:
+        outputs.append(fns.eval_step(params, batch))
+    return jax.device_get(outputs)
+  return run
+
+
+def _print_metrics(prefix: str, metrics: Mapping[str, Any]) -> None:
+  if jax.process_index() == 0:
+    print(prefix + "  ".join(f"{k} {v:.4f}" for k, v in metrics.items()
+                             if isinstance(v, float)), flush=True)
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict,
                        workdir: str) -> dict[str, Any]:
-  """Runs the pre-training job; returns (and writes) results.json."""
+  """Runs the job; returns (and writes) results.json."""
   workdir = os.path.abspath(workdir)
+  task = tasks.from_config(config)
   mesh = make_mesh(config)
-  validate(config, workdir, mesh)
-  seq1, pred1 = config.max_seq_length, config.max_predictions_per_seq
-  data1 = prepare_data(config, workdir, seq1, pred1, config.data.data_dir)
-  manifest = input_pipeline.read_manifest(data1)
-  vocab_size = manifest["vocab"]["size"] if manifest else None
-  fns = make_train_step(config, mesh, vocab_size)
-  phases = [(data1, seq1, pred1, config.train_batch_size)]
-  switch = []
-  if config.phase2_start_step:
-    seq2, pred2 = (config.phase2_max_seq_length,
-                   config.phase2_max_predictions_per_seq)
-    data2 = prepare_data(config, workdir, seq2, pred2,
-                         config.data.phase2_data_dir)
-    phases.append((data2, seq2, pred2, config.phase2_train_batch_size))
-    switch.append(config.phase2_start_step)
-  iterators = [make_iterator(config, d, "train", b, s, p, fns.batch_sharding)
-               for d, s, p, b in phases]
-  data_iter = input_pipeline.PhasedIterator(iterators, switch)
+  validate(config, workdir, mesh, task)
+  task.prepare(workdir)
+  fns = make_train_step(config, mesh, task=task)
+  _write_model_files(workdir, fns.model_config, getattr(task, "vocab_file",
+                                                        None))
+  train_data = task.train_data(fns.batch_sharding)
+  data_iter = train_data.iterator
+  run_eval = functools.partial(_eval_runner, fns, mesh, config)
 
   ckpt = checkpoints.Checkpointer(os.path.join(workdir, "checkpoints"),
                                   keep=config.keep_checkpoints)
@@ -557,12 +467,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   config_json = _config_json(config)
   device_kind = jax.devices()[0].device_kind
   peak = peak_flops(device_kind)
+  objective = getattr(task, "objective", "finetune")
   pending: list[dict[str, Array]] = []
   t_last, step_last = time.time(), start
   t_start = time.time()
   examples_done = 0
   step = start
-  total = config.num_train_steps
+  total = task.num_train_steps()
   is_main = jax.process_index() == 0
 
   # The input state before each step of the current log period: a run that
@@ -599,8 +510,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
 
   try:
     while step < total:
-      phase = data_iter.phase_at(step)
-      _, seq, pred, batch_size = phases[phase]
+      batch_size, seq, pred = train_data.shape_at(step)
       data_states.append(data_iter.get_state())
       batch = next(data_iter)
       with sharding.activation_rules(mesh, rules_of(config)):
@@ -614,12 +524,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
         pending, data_states = [], []
         sums = {k: float(sum(m[k] for m in host)) for k in host[0]
                 if k.endswith(("_sum", "_correct", "_weight", "_count"))}
-        train = summarize(sums, config.objective)
+        train = task.summarize_train(sums)
         now = time.time()
         rate = (step - step_last) * batch_size / (now - t_last)
         tokens_per_s = rate * seq
         flops = model_flops_per_step(fns.model_config, batch_size, seq,
-                                     pred, config.objective)
+                                     pred, objective)
         mfu = (flops * (step - step_last) / (now - t_last)
                / (peak * jax.device_count())) if peak else None
         scalars = {f"train/{k}": v for k, v in train.items()}
@@ -635,24 +545,23 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
         writer.scalars(step, scalars)
         eta = (total - step) * (now - t_last) / max(step - step_last, 1)
         if is_main:
-          acc_key = ("lm_accuracy" if config.objective == "ltr"
-                     else "masked_lm_accuracy")
+          key = task.progress_metric
+          shown = (f"{key} {train[key]:.3f}  " if key in train else "")
           print(f"step {step}/{total}  loss {scalars['train/loss']:.4f}  "
-                f"{acc_key} {train[acc_key]:.3f}  "
-                f"lr {scalars['train/learning_rate']:.2e}  "
+                + shown
+                + f"lr {scalars['train/learning_rate']:.2e}  "
                 f"{rate:.1f} ex/s  "
                 + (f"mfu {mfu:.1%}  " if mfu is not None else "")
                 + f"ETA {eta / 60:.1f} min", flush=True)
         t_last, step_last = now, step
-      if step % config.eval_every_steps == 0 and step < total:
-        ev = evaluate(fns, state["params"], config, phases[phase][0], seq,
-                      pred)
-        writer.scalars(step, {f"eval/{k}": v for k, v in ev.items()})
-        if is_main:
-          print("eval at step {}: {}".format(step, "  ".join(
-              f"{k} {v:.4f}" for k, v in ev.items())), flush=True)
       if step % config.save_checkpoints_steps == 0:
         save(step)
+      if (config.eval_every_steps and step % config.eval_every_steps == 0
+          and step < total):
+        ev = task.evaluate(run_eval(state["params"]), step)
+        writer.scalars(step, {f"eval/{k}": v for k, v in ev.items()
+                              if isinstance(v, float)})
+        _print_metrics(f"eval at step {step}: ", ev)
       if _should_stop(watcher, ckpt, step, config.log_every_steps):
         save(step, force=True)
         ckpt.wait()
@@ -666,14 +575,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     data_iter.close()
 
   elapsed = time.time() - t_start
-  data_dir, seq, pred, _ = phases[-1]
-  final = evaluate(fns, state["params"], config, data_dir, seq, pred)
+  final = task.evaluate(run_eval(state["params"]), step)
   writer = _Writer(os.path.join(workdir, "tensorboard"))
-  writer.scalars(step, {f"eval/{k}": v for k, v in final.items()})
+  writer.scalars(step, {f"eval/{k}": v for k, v in final.items()
+                        if isinstance(v, float)})
   writer.close()
   results: dict[str, Any] = {
-      "variant": config.variant,
-      "objective": config.objective,
+      **task.results_header(),
       "steps": step,
       "examples_per_second": examples_done / elapsed if examples_done else 0,
       "train_seconds": round(elapsed, 1),
@@ -681,32 +589,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
       "num_devices": jax.device_count(),
       **final,
   }
-  if config.export:
-    # Every process joins the gather; process 0 writes.
-    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-    params = multihost_utils.process_allgather(state["params"], tiled=True)
-    if is_main:
-      results["checkpoints"] = export(fns, params, config, workdir, manifest)
+  results.update(task.finish(state["params"], workdir,
+                             run_eval(state["params"])))
   ckpt.close()
   if is_main:
-    with open(os.path.join(workdir, "results.json"), "w") as f:
+    tmp = os.path.join(workdir, "results.json.tmp")
+    with open(tmp, "w") as f:
       json.dump(results, f, indent=2)
+    os.replace(tmp, os.path.join(workdir, "results.json"))
   return results
-
-
-def export(fns: StepFns, params, config, workdir: str,
-           manifest) -> dict[str, str]:
-  """The trained model in bert_jax (Orbax) and Hugging Face formats."""
-  from bert_jax import pretrained  # pylint: disable=g-import-not-at-top
-  params = pretrained.jax_to_numpy(params)
-  cfg = fns.model_config.replace(dtype="float32")
-  vocab = manifest["vocab"]["file"] if manifest else config.data.vocab_file
-  out = {}
-  native = os.path.join(workdir, "export", "bert_jax")
-  if os.path.exists(native):
-    import shutil  # pylint: disable=g-import-not-at-top
-    shutil.rmtree(native)
-  out["bert_jax"] = pretrained.save_bert_jax(cfg, params, vocab, native)
-  out["hf"] = pretrained.export_hf(cfg, params, vocab,
-                                os.path.join(workdir, "export", "hf"))
-  return out

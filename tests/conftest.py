@@ -16,10 +16,10 @@ import pytest  # pylint: disable=g-import-not-at-top,g-bad-import-order
 @pytest.fixture(scope="session")
 def data_dir(tmp_path_factory):
   """Pre-training shards (seq 32) from the embedded Botchan text."""
-  from bert_jax import train  # pylint: disable=g-import-not-at-top
+  from bert_jax.tasks import pretraining  # pylint: disable=g-import-not-at-top
   from tests import test_train  # pylint: disable=g-import-not-at-top
   d = str(tmp_path_factory.mktemp("data") / "data_32")
-  train.prepare_data(test_train.tiny_config(),
+  pretraining.prepare_data(test_train.tiny_config(),
                      str(tmp_path_factory.mktemp("w")), 32, 5, d)
   return d
 

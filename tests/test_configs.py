@@ -8,6 +8,7 @@ import ml_collections
 import pytest
 
 from bert_jax import train
+from bert_jax.tasks import pretraining
 from configs import pretrain
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -47,7 +48,7 @@ def test_base_is_the_papers_recipe():
   assert c.model.hidden_dropout_prob == c.model.attention_dropout_prob == 0.1
   assert c.objective == "mlm_nsp" and c.seed == 12345
   assert tuple(c.data.mask_ratios) == (0.8, 0.1, 0.1)
-  m = train.model_config(c)
+  m = pretraining.model_config(c)
   assert (m.num_layers, m.hidden_size, m.num_heads) == (12, 768, 12)
   assert m.vocab_size == 30522 and m.hidden_act == "gelu"
 
@@ -64,7 +65,7 @@ def test_original_flag_names_at_top_level():
 def test_table6_sizes(name):
   layers, hidden, heads = map(int, re.match(r"L(\d+)_H(\d+)_A(\d+)",
                                             name).groups())
-  m = train.model_config(pretrain.get_config(name))
+  m = pretraining.model_config(pretrain.get_config(name))
   assert (m.num_layers, m.hidden_size, m.num_heads) == (layers, hidden, heads)
   assert m.intermediate_size == 4 * hidden
   assert _diff(name) <= {"model.preset"}
@@ -82,7 +83,7 @@ def test_table8_masking(name):
 def test_ablations_are_small_diffs():
   assert _diff("no_nsp") == {"objective"}
   assert _diff("ltr") == {"objective"}
-  assert train.model_config(pretrain.get_config("ltr")).attention == "causal"
+  assert pretraining.model_config(pretrain.get_config("ltr")).attention == "causal"
   assert _diff("large") == {"model.preset"}
   assert _diff("mask_80_10_10") == set()
 

@@ -9,6 +9,7 @@ import pytest
 from bert_jax import optimizer as optimizer_lib
 from bert_jax import pretrained
 from bert_jax import train
+from bert_jax.tasks import pretraining
 from tests import test_train
 
 
@@ -33,7 +34,7 @@ def test_schedule_without_warmup_and_bad_values():
 
 
 def test_decay_mask_covers_exactly_kernels_and_embeddings():
-  cfg = train.model_config(test_train.tiny_config())
+  cfg = pretraining.model_config(test_train.tiny_config())
   params = pretrained.init_params(cfg)
   flat = pretrained._flatten(params)
   flat_mask = pretrained._flatten(optimizer_lib.decay_mask(params))

@@ -18,6 +18,7 @@ import pytest
 
 from bert_jax import pretrained
 from bert_jax import train
+from bert_jax.tasks import pretraining
 from configs import pretrain
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -101,7 +102,7 @@ def test_model_flops_are_6n_per_token_plus_attention():
 
 def _run_steps(config, mesh, data_dir, n):
   fns = train.make_train_step(config, mesh, vocab_size=8000)
-  it = train.make_iterator(config, data_dir, "train",
+  it = pretraining.make_iterator(config, data_dir, "train",
                            config.train_batch_size, 32, 5,
                            fns.batch_sharding)
   state = fns.init()
@@ -176,13 +177,13 @@ def test_ablation_objectives_train(variant, tmp_path):
   base = pretrain.get_config(variant)
   config = tiny_config(str(tmp_path / "data"), objective=base.objective,
                        learning_rate=5e-3, num_train_steps=100)
-  train.prepare_data(config, str(tmp_path), 32, 5, str(tmp_path / "data"))
+  pretraining.prepare_data(config, str(tmp_path), 32, 5, str(tmp_path / "data"))
   manifest = json.load(open(tmp_path / "data" / "manifest.json"))
   assert manifest["options"]["objective"] == base.objective
   mesh = train.sharding.create_mesh((2, 1, 1), devices=jax.devices()[:2])
   fns = train.make_train_step(config, mesh, vocab_size=8000)
   assert ("nsp" in fns.abstract_state["params"]) is False
-  it = train.make_iterator(config, str(tmp_path / "data"), "train", 16, 32,
+  it = pretraining.make_iterator(config, str(tmp_path / "data"), "train", 16, 32,
                            5, fns.batch_sharding)
   state = fns.init()
   losses = []
