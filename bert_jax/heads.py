@@ -1,8 +1,8 @@
 """Task heads on the BERT encoder, and the models that pair them.
 
 - Pre-training: masked LM at the gathered masked positions (decoder tied to
-  the token embedding through `Embed.attend`, plus an output bias) and
-  next-sentence prediction on the pooled output.
+  the token embedding matrix, multiplied in float32, plus an output bias)
+  and next-sentence prediction on the pooled output.
 - Left-to-right LM (the paper's LTR ablation): the same tied decoder at every
   position of a causal encoder, predicting the next token.
 - Fine-tuning: sequence classification / regression (GLUE), span start/end
@@ -40,9 +40,16 @@ class MaskedLMHead(nnx.Module):
                                      config.params_dtype))
 
   def __call__(self, x_BxPxD: Array, embedding: nnx.Embed) -> Array:
-    h = model_lib.activation(self.config.hidden_act)(self.transform(x_BxPxD))
-    h = self.layer_norm(h)
-    logits_BxPxV = embedding.attend(h).astype(jnp.float32)
+    h_BxPxD = model_lib.activation(self.config.hidden_act)(
+        self.transform(x_BxPxD))
+    h_BxPxD = self.layer_norm(h_BxPxD)
+    # The tied decoder reads the embedding matrix directly instead of calling
+    # `embedding.attend`, which would multiply (and round the logits) in the
+    # compute dtype: bf16 logits are off by up to 2^-9 of their size, enough
+    # to move the softmax. The transform above may stay in bf16.
+    table_VxD = embedding.embedding[...].astype(jnp.float32)
+    logits_BxPxV = jnp.einsum("...d,vd->...v", h_BxPxD.astype(jnp.float32),
+                              table_VxD)
     return logits_BxPxV + self.output_bias[...].astype(jnp.float32)
 
 
