@@ -121,7 +121,8 @@ class BertConfig:
     return cls(**{**PRESETS[name], **overrides})
 
   # The `bert_config.json` of Google's releases and Hugging Face's config.json
-  # share these keys.
+  # share these keys; `is_decoder` is Hugging Face's flag for causal attention
+  # (Google's TF1 BERT has none: `pretrained.export_tf1` refuses LTR models).
   def to_json_dict(self) -> dict[str, Any]:
     return {
         "vocab_size": self.vocab_size,
@@ -137,6 +138,7 @@ class BertConfig:
         "type_vocab_size": self.type_vocab_size,
         "initializer_range": self.initializer_range,
         "layer_norm_eps": self.layer_norm_eps,
+        "is_decoder": self.attention == "causal",
     }
 
   @classmethod
@@ -145,7 +147,9 @@ class BertConfig:
     """Reads a `bert_config.json` / HF `config.json` dict.
 
     With `tf1_gelu`, 'gelu' means the tanh approximation, as in the TF1 code
-    that Google's `bert_config.json` files were written for.
+    that Google's `bert_config.json` files were written for. `is_decoder:
+    true` (a Hugging Face causal LM, e.g. an exported LTR model) gives
+    attention='causal'.
     """
     act = d.get("hidden_act", "gelu")
     act_map = {"gelu": "gelu_tanh" if tf1_gelu else "gelu",
@@ -167,6 +171,7 @@ class BertConfig:
         type_vocab_size=d.get("type_vocab_size", 2),
         initializer_range=d.get("initializer_range", 0.02),
         layer_norm_eps=d.get("layer_norm_eps", 1e-12),
+        attention="causal" if d.get("is_decoder", False) else "bidirectional",
     )
     kwargs.update(overrides)
     return cls(**kwargs)

@@ -6,12 +6,18 @@ is what the `python -m bert_jax.convert` command line runs.
 Formats:
 - `hf`: a directory with config.json + model.safetensors (or
   pytorch_model.bin) [+ vocab.txt]; keys with or without the `bert.` prefix,
-  with or without the `cls.*` pre-training heads.
+  with or without the `cls.*` pre-training heads. `is_decoder: true` means
+  causal attention: an LTR model exports as `BertLMHeadModel`.
 - `tf1`: Google's `bert_model.ckpt.{index,data-*}` + bert_config.json +
-  vocab.txt (read with TensorFlow's checkpoint reader). TF1's 'gelu' is the
-  tanh approximation, so imports get hidden_act='gelu_tanh'.
+  vocab.txt (read and written with TensorFlow). TF1's 'gelu' is the tanh
+  approximation, so imports get hidden_act='gelu_tanh', and a model with the
+  exact (erf) GELU is exported only when told to approximate it. TF1 BERT
+  has no causal attention: LTR models are refused.
 - `bert_jax` (native): bert_config.json + vocab + `params/`, an Orbax
   checkpoint of the BertForPreTraining parameters as a plain nested dict.
+- `workdir` (read only): a training run's directory: the bert_config.json
+  and vocabulary the trainer writes at its start, and the params of the
+  newest readable Orbax checkpoint in `checkpoints/<step>/state`.
 
 Parameters travel as plain nested dicts of numpy arrays shaped like
 `nnx.to_pure_dict(nnx.state(BertForPreTraining(...), nnx.Param))`; load them
@@ -33,15 +39,19 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
+from absl import logging
 
 from bert_jax import model as model_lib
 
 BertConfig = model_lib.BertConfig
 Params = dict[str, Any]
 
-FORMATS = ("hf", "tf1", "bert_jax")
+FORMATS = ("hf", "tf1", "bert_jax", "workdir")  # what load_pretrained reads
+EXPORT_FORMATS = ("bert_jax", "hf", "tf1")  # what convert writes
 _NATIVE_CONFIG = "bert_config.json"
 _NATIVE_PARAMS = "params"
+_WORKDIR_CHECKPOINTS = "checkpoints"  # the trainer's CheckpointManager
+_TF1_CKPT = "bert_model.ckpt"
 
 
 # -- the name table ----------------------------------------------------------
@@ -508,11 +518,17 @@ def check_params(cfg: BertConfig, params: Params, source: str,
   return params
 
 
-def _copy_vocab(vocab_file: str | None, out_dir: str, name: str | None
-                ) -> None:
+def _copy_vocab(vocab_file: str | None, out_dir: str) -> None:
+  """Copies a vocabulary into a model directory.
+
+  A WordPiece one becomes vocab.txt (what Google's and HF's directories,
+  BertTokenizer and `find_vocab` expect); a SentencePiece model keeps its
+  name (transformers' BERT tokenizers cannot read it).
+  """
   if vocab_file:
-    shutil.copy(vocab_file,
-                os.path.join(out_dir, name or os.path.basename(vocab_file)))
+    name = ("vocab.txt" if vocab_file.endswith(".txt")
+            else os.path.basename(vocab_file))
+    shutil.copy(vocab_file, os.path.join(out_dir, name))
 
 
 def save_bert_jax(cfg: BertConfig, params: Params, vocab_file: str | None,
@@ -533,11 +549,29 @@ def save_bert_jax(cfg: BertConfig, params: Params, vocab_file: str | None,
   config = cfg.to_json_dict() | {"bert_jax": dataclasses.asdict(cfg)}
   with open(os.path.join(out_dir, _NATIVE_CONFIG), "w") as f:
     json.dump(config, f, indent=2)
-  _copy_vocab(vocab_file, out_dir, None)
+  _copy_vocab(vocab_file, out_dir)
   checkpointer = ocp.StandardCheckpointer(**_this_process_only())
   checkpointer.save(params_dir, params)
   checkpointer.wait_until_finished()
   return out_dir
+
+
+def _native_config(src: str, what: str, overrides: Mapping[str, Any]
+                   ) -> BertConfig:
+  """The BertConfig of `src`/bert_config.json's 'bert_jax' section."""
+  config_file = os.path.join(src, _NATIVE_CONFIG)
+  config = _read_json(config_file)
+  if "bert_jax" not in config:
+    raise ValueError(f"{config_file}: not a {what} (no 'bert_jax' section)")
+  fields = {f.name for f in dataclasses.fields(BertConfig)}
+  unknown = sorted(set(config["bert_jax"]) - fields)
+  if unknown:
+    raise ValueError(f"{config_file}: unknown BertConfig fields {unknown} "
+                     "(written by a newer bert_jax?)")
+  try:
+    return BertConfig(**{**config["bert_jax"], **overrides})
+  except (TypeError, ValueError) as e:
+    raise ValueError(f"{config_file}: {e}") from e
 
 
 def load_bert_jax(src: str, seed: int = 0, *, task: str = "pretraining",
@@ -549,17 +583,7 @@ def load_bert_jax(src: str, seed: int = 0, *, task: str = "pretraining",
   """
   _check_task(task)
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
-  config_file = os.path.join(src, _NATIVE_CONFIG)
-  config = _read_json(config_file)
-  if "bert_jax" not in config:
-    raise ValueError(f"{config_file}: not a bert_jax model directory (no "
-                     "'bert_jax' section)")
-  fields = {f.name for f in dataclasses.fields(BertConfig)}
-  unknown = sorted(set(config["bert_jax"]) - fields)
-  if unknown:
-    raise ValueError(f"{config_file}: unknown BertConfig fields {unknown} "
-                     "(written by a newer bert_jax?)")
-  cfg = BertConfig(**{**config["bert_jax"], **config_overrides})
+  cfg = _native_config(src, "bert_jax model directory", config_overrides)
   params_dir = os.path.abspath(os.path.join(src, _NATIVE_PARAMS))
   if not os.path.isdir(params_dir):
     raise FileNotFoundError(f"{src}: no Orbax checkpoint at {params_dir}")
@@ -570,6 +594,80 @@ def load_bert_jax(src: str, seed: int = 0, *, task: str = "pretraining",
                         [h for h in _HEADS if h in params])
   return _finish(cfg, params, report, task,
                  seed)
+
+
+# -- a training run's workdir -------------------------------------------------
+
+def _restore_newest_params(ckpt_dir: str, encoder_only: bool
+                           ) -> tuple[int, Params]:
+  """(step, params) of the newest checkpoint whose `state` item restores.
+
+  Only the params are read (an Orbax partial restore, as numpy on the
+  host): neither the optimizer state nor its structure is needed.
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  process = _this_process_only()
+  manager = ocp.CheckpointManager(
+      ckpt_dir,
+      options=ocp.CheckpointManagerOptions(read_only=True, create=False,
+                                           **process),
+      item_handlers={"state": ocp.PyTreeCheckpointHandler(**process)})
+  errors = []
+  try:
+    for step in sorted(manager.all_steps(), reverse=True):
+      try:
+        metadata = manager.item_metadata(step)["state"]
+        wanted = getattr(metadata, "tree", metadata)["params"]
+        if encoder_only:
+          wanted = {"bert": wanted["bert"]}
+        as_numpy = jax.tree.map(
+            lambda _: ocp.RestoreArgs(restore_type=np.ndarray), wanted)
+        restored = manager.restore(step, args=ocp.args.Composite(
+            state=ocp.args.PyTreeRestore(
+                item={"params": wanted}, restore_args={"params": as_numpy},
+                partial_restore=True)))
+      except Exception as e:  # pylint: disable=broad-except
+        # A checkpoint cut short or corrupted: the one before may be fine.
+        logging.warning("%s: checkpoint at step %d is unreadable (%s: %s); "
+                        "trying the one before", ckpt_dir, step,
+                        type(e).__name__, str(e)[:300])
+        errors.append(f"step {step}: {type(e).__name__}: {str(e)[:300]}")
+        continue
+      return step, jax_to_numpy(restored["state"]["params"])
+  finally:
+    manager.close()
+  if not errors:
+    raise FileNotFoundError(f"{ckpt_dir}: no checkpoint yet (the training "
+                            "run has not saved one)")
+  raise ValueError(f"{ckpt_dir}: no checkpoint restores:\n  "
+                   + "\n  ".join(errors))
+
+
+def load_workdir(src: str, seed: int = 0, *, task: str = "pretraining",
+                 **config_overrides: Any
+                 ) -> tuple[BertConfig, Params, ImportReport]:
+  """The model of a training run's workdir, at its newest checkpoint.
+
+  The trainer writes `src`/bert_config.json (as `save_bert_jax` does) and
+  the vocabulary at the start of a run, and Orbax checkpoints with a
+  `state` item {'step', 'params', 'opt_state', 'bad'} under
+  `src`/checkpoints/<step>/; the params of the newest step that restores
+  are returned (an older one if the newest is unreadable). Arguments as for
+  `import_hf`.
+  """
+  _check_task(task)
+  cfg = _native_config(src, "bert_jax training workdir", config_overrides)
+  ckpt_dir = os.path.abspath(os.path.join(src, _WORKDIR_CHECKPOINTS))
+  if not os.path.isdir(ckpt_dir):
+    raise FileNotFoundError(f"{src}: a training workdir with no checkpoint "
+                            f"yet ({ckpt_dir} does not exist)")
+  step, params = _restore_newest_params(ckpt_dir, task == "encoder")
+  source = f"{src} (step {step})"
+  params = check_params(cfg, params, source, "workdir")
+  report = ImportReport(source, "workdir", [], [],
+                        [h for h in _HEADS if h in params])
+  return _finish(cfg, params, report, task, seed)
 
 
 # -- export to Hugging Face --------------------------------------------------
@@ -595,20 +693,42 @@ def to_hf_tensors(cfg: BertConfig, params: Params) -> dict[str, np.ndarray]:
   return _named_tensors(cfg, params, "hf")
 
 
+def _hf_architecture(cfg: BertConfig, has_mlm: bool, has_nsp: bool,
+                     out_dir: str) -> str:
+  """The transformers class that computes what this model computes."""
+  if cfg.attention == "causal":
+    # HF's BertLMHeadModel: causal self-attention (is_decoder) and the
+    # MLM head's cls.predictions.* at every position, our BertForLTR.
+    if has_nsp:
+      raise ValueError(f"{out_dir}: a causal (LTR) model with an NSP head "
+                       "has no transformers architecture; export it without "
+                       "the 'nsp' params")
+    return "BertLMHeadModel" if has_mlm else "BertModel"
+  return ("BertForPreTraining" if has_mlm and has_nsp
+          else "BertForMaskedLM" if has_mlm
+          else "BertForNextSentencePrediction" if has_nsp
+          else "BertModel")
+
+
 def export_hf(cfg: BertConfig, params: Params, vocab_file: str | None,
               out_dir: str) -> str:
   """config.json + model.safetensors (+ vocab.txt) for transformers.
 
   With both heads, `transformers.BertForPreTraining.from_pretrained` loads
   it with no missing or unexpected keys; without heads, `BertModel` does.
-  Existing files of those names in `out_dir` are replaced.
+  A causal (LTR) model is written with `is_decoder: true` for
+  `BertLMHeadModel` (whose encoder has no pooler: transformers reports the
+  stored, unused `bert.pooler.*` as unexpected; `BertModel` and the
+  fine-tuning classes use it). Existing files of those names in `out_dir`
+  are replaced.
   """
   from safetensors.numpy import save_file  # pylint: disable=g-import-not-at-top
   params = check_params(cfg, jax_to_numpy(params), out_dir, "hf")
   tensors = to_hf_tensors(cfg, params)
-  os.makedirs(out_dir, exist_ok=True)
   has_mlm = "cls.predictions.bias" in tensors
   has_nsp = "cls.seq_relationship.bias" in tensors
+  architecture = _hf_architecture(cfg, has_mlm, has_nsp, out_dir)
+  os.makedirs(out_dir, exist_ok=True)
   if has_mlm:
     # transformers ties these to the embedding and the output bias; writing
     # them keeps loaders that do not tie happy too.
@@ -619,51 +739,131 @@ def export_hf(cfg: BertConfig, params: Params, vocab_file: str | None,
             metadata={"format": "pt"})
   config = cfg.to_json_dict() | {
       "model_type": "bert",
-      "architectures": [
-          "BertForPreTraining" if has_mlm and has_nsp
-          else "BertForMaskedLM" if has_mlm
-          else "BertForNextSentencePrediction" if has_nsp
-          else "BertModel"],
+      "architectures": [architecture],
       "pad_token_id": 0,
       "position_embedding_type": "absolute",
   }
   with open(os.path.join(out_dir, "config.json"), "w") as f:
     json.dump(config, f, indent=2)
-  # BertTokenizer wants a WordPiece vocab.txt; a SentencePiece model keeps
-  # its name (transformers' BERT tokenizers cannot read it).
-  _copy_vocab(vocab_file, out_dir,
-              "vocab.txt" if vocab_file and vocab_file.endswith(".txt")
-              else None)
+  _copy_vocab(vocab_file, out_dir)
   return out_dir
 
+
+# -- export to Google's TF1 format --------------------------------------------
 
 def export_tf1_names(cfg: BertConfig, params: Params) -> dict[str, np.ndarray]:
   """Our params under Google's TF1 variable names (for writing with TF)."""
   return _named_tensors(cfg, params, "tf1")
 
 
+# TF1 modeling.py's layer_norm (tf.contrib.layers.layer_norm) has this
+# epsilon built in; bert_config.json cannot change it.
+_TF1_LAYER_NORM_EPS = 1e-12
+# What TF1's BertConfig reads (the keys of Google's bert_config.json).
+_TF1_CONFIG_KEYS = (
+    "attention_probs_dropout_prob", "hidden_act", "hidden_dropout_prob",
+    "hidden_size", "initializer_range", "intermediate_size",
+    "max_position_embeddings", "num_attention_heads", "num_hidden_layers",
+    "type_vocab_size", "vocab_size")
+
+
+def tf1_config(cfg: BertConfig, approximate_gelu: bool = False
+               ) -> dict[str, Any]:
+  """Google's bert_config.json for `cfg`; raises if TF1 cannot express it.
+
+  TF1's modeling.py knows 'gelu' (the tanh form), 'relu', 'tanh' and
+  'linear'. A model with the exact (erf) GELU has no TF1 equivalent: it is
+  refused unless `approximate_gelu`, which writes 'gelu' knowingly (TF1 will
+  run it with the tanh form, a small but real change of its outputs).
+  """
+  problems = []
+  if cfg.attention == "causal":
+    problems.append(
+        "attention='causal' (the LTR model): Google's TF1 BERT has no causal "
+        "attention and would run it bidirectionally; export it to hf "
+        "(BertLMHeadModel) or bert_jax instead")
+  if cfg.hidden_act == "gelu" and not approximate_gelu:
+    problems.append(
+        "hidden_act='gelu' (exact erf): TF1's 'gelu' is the tanh "
+        "approximation, so no TF1 config means this model; pass "
+        "approximate_gelu=True (--approximate_gelu) to write 'gelu' and "
+        "accept the tanh form")
+  if cfg.layer_norm_eps != _TF1_LAYER_NORM_EPS:
+    problems.append(f"layer_norm_eps={cfg.layer_norm_eps}: TF1 BERT's "
+                    f"LayerNorm epsilon is fixed at {_TF1_LAYER_NORM_EPS}")
+  if problems:
+    raise ValueError("cannot export to TF1: " + "; ".join(problems))
+  act = {"gelu": "gelu", "gelu_tanh": "gelu", "relu": "relu"}[cfg.hidden_act]
+  return {k: v for k, v in cfg.to_json_dict().items()
+          if k in _TF1_CONFIG_KEYS} | {"hidden_act": act}
+
+
+def export_tf1(cfg: BertConfig, params: Params, vocab_file: str | None,
+               out_dir: str, *, approximate_gelu: bool = False) -> str:
+  """bert_model.ckpt.{index,data-00000-of-00001} + bert_config.json + vocab.
+
+  The layout of Google's releases: variables under Google's names and
+  shapes (kernels [in, out]), float32, heads only if `params` has them.
+  Written with TensorFlow's SaveV2 op (what a TF1 Saver runs), so the
+  checkpoint holds exactly those variables: no global_step, no optimizer
+  slots, no graph (.meta). Refuses what TF1 cannot express (see
+  `tf1_config`) and an existing checkpoint, before writing anything.
+  """
+  config = tf1_config(cfg, approximate_gelu)
+  params = check_params(cfg, jax_to_numpy(params), out_dir, "tf1")
+  prefix = os.path.join(out_dir, _TF1_CKPT)
+  if os.path.exists(prefix + ".index"):
+    raise FileExistsError(f"{prefix}.index exists; refusing to overwrite")
+  try:
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  except ImportError as e:
+    raise ImportError("writing TF1 checkpoints needs tensorflow "
+                      "(pip install tensorflow-cpu)") from e
+  tensors = export_tf1_names(cfg, params)
+  os.makedirs(out_dir, exist_ok=True)
+  with open(os.path.join(out_dir, "bert_config.json"), "w") as f:
+    json.dump(config, f, indent=2, sort_keys=True)
+  _copy_vocab(vocab_file, out_dir)
+  tmp = os.path.join(out_dir, f".{_TF1_CKPT}.tmp")
+  with tf.device("/cpu:0"):
+    tf.raw_ops.SaveV2(prefix=tmp, tensor_names=list(tensors),
+                      shape_and_slices=[""] * len(tensors),
+                      tensors=[tf.constant(v) for v in tensors.values()])
+  # The index names no file, so the pair can be renamed; the index goes
+  # last, as its presence is what marks a checkpoint complete.
+  data = ".data-00000-of-00001"
+  os.replace(tmp + data, prefix + data)
+  os.replace(tmp + ".index", prefix + ".index")
+  return out_dir
+
+
 # -- detection and the one entry point ---------------------------------------
 
 def detect_format(path: str) -> str:
-  """'bert_jax', 'hf' or 'tf1', from what is on disk."""
+  """'bert_jax', 'workdir', 'hf' or 'tf1', from what is on disk."""
   if not os.path.exists(path) and not os.path.exists(path + ".index"):
     raise FileNotFoundError(f"checkpoint not found: {path}")
   if os.path.isdir(path):
+    has = lambda name: os.path.exists(os.path.join(path, name))
     if os.path.isdir(os.path.join(path, _NATIVE_PARAMS)):
       return "bert_jax"
-    if any(os.path.exists(os.path.join(path, n))
-           for n in ("model.safetensors", "pytorch_model.bin")):
+    if has(_NATIVE_CONFIG) and has(_WORKDIR_CHECKPOINTS):
+      return "workdir"
+    if has("model.safetensors") or has("pytorch_model.bin"):
       return "hf"
     if glob.glob(os.path.join(path, "*.ckpt*.index")):
       return "tf1"
+    if has(_NATIVE_CONFIG) and "bert_jax" in _read_json(
+        os.path.join(path, _NATIVE_CONFIG)):
+      return "workdir"  # a run that has not checkpointed yet: say so
   elif path.endswith((".safetensors", ".bin")):
     return "hf"
   elif path.endswith(".index") or os.path.exists(path + ".index"):
     return "tf1"
   raise ValueError(f"{path}: not a recognised checkpoint (expected a "
-                   "bert_jax model directory, a Hugging Face directory with "
-                   "model.safetensors/pytorch_model.bin, or a TF1 "
-                   "bert_model.ckpt)")
+                   "bert_jax model directory or training workdir, a Hugging "
+                   "Face directory with model.safetensors/pytorch_model.bin, "
+                   "or a TF1 bert_model.ckpt)")
 
 
 def find_vocab(path: str) -> str | None:
@@ -680,12 +880,13 @@ def find_vocab(path: str) -> str | None:
 def load_pretrained(path: str, fmt: str | None = None, seed: int = 0, *,
                     task: str = "pretraining", **config_overrides: Any
                     ) -> tuple[BertConfig, Params, ImportReport]:
-  """Any of the three formats -> (config, params, report).
+  """Any of the formats -> (config, params, report).
 
   Args:
-    path: a bert_jax model directory, a Hugging Face directory (or weights
-      file) or a TF1 checkpoint (prefix, .index file or directory).
-    fmt: 'bert_jax', 'hf' or 'tf1'; detected from the files when None.
+    path: a bert_jax model directory, a training run's workdir, a Hugging
+      Face directory (or weights file) or a TF1 checkpoint (prefix, .index
+      file or directory).
+    fmt: one of FORMATS; detected from the files when None.
     seed: initialises the pre-training heads the checkpoint lacks.
     task: one of TASKS: 'pretraining' gives BertForPreTraining params (the
       report names the freshly initialised heads), 'encoder' BertModel's.
@@ -693,21 +894,28 @@ def load_pretrained(path: str, fmt: str | None = None, seed: int = 0, *,
   """
   _check_task(task)
   fmt = fmt or detect_format(path)
-  loaders = {"hf": import_hf, "tf1": import_tf1, "bert_jax": load_bert_jax}
+  loaders = {"hf": import_hf, "tf1": import_tf1, "bert_jax": load_bert_jax,
+             "workdir": load_workdir}
   if fmt not in loaders:
     raise ValueError(f"unknown checkpoint format {fmt!r}; expected one of "
                      f"{FORMATS}")
   return loaders[fmt](path, seed, task=task, **config_overrides)
 
 
-def convert(src: str, dst: str, from_fmt: str, to_fmt: str) -> ImportReport:
-  """Converts a checkpoint; heads it lacks stay absent (none are invented)."""
-  if to_fmt not in ("bert_jax", "hf"):
-    raise ValueError(f"--to={to_fmt!r}: expected bert_jax or hf")
+def convert(src: str, dst: str, from_fmt: str, to_fmt: str, *,
+            approximate_gelu: bool = False) -> ImportReport:
+  """Converts a checkpoint; heads it lacks stay absent (none are invented).
+
+  `approximate_gelu`: for to_fmt='tf1', see `tf1_config`.
+  """
+  if to_fmt not in EXPORT_FORMATS:
+    raise ValueError(f"--to={to_fmt!r}: expected one of {EXPORT_FORMATS}")
   cfg, params, report = load_pretrained(src, from_fmt, task="as_stored")
   vocab = find_vocab(src if from_fmt != "tf1" else _tf1_prefix(src))
   if to_fmt == "bert_jax":
     save_bert_jax(cfg, params, vocab, dst)
-  else:
+  elif to_fmt == "hf":
     export_hf(cfg, params, vocab, dst)
+  else:
+    export_tf1(cfg, params, vocab, dst, approximate_gelu=approximate_gelu)
   return report

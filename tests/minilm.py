@@ -34,7 +34,8 @@ def hf_batch():
   firsts = SENTENCES + [a for a, _ in PAIRS]
   enc = tok(firsts, padding=True, return_tensors="np")
   pair_enc = tok([a for a, _ in PAIRS], [b for _, b in PAIRS],
-                 padding="max_length", max_length=enc["input_ids"].shape[1] + 16,
+                 padding="max_length",
+                 max_length=enc["input_ids"].shape[1] + 16,
                  return_tensors="np")
   length = pair_enc["input_ids"].shape[1]
   pad = lambda x: np.pad(x, ((0, 0), (0, length - x.shape[1])))
