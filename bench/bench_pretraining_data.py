@@ -1,9 +1,10 @@
 """Example creation: bert_jax against a faithful single-process TF1 run.
 
 The peer is the original `create_pretraining_data.py` algorithm as Google
-wrote it, ported here line for line in behaviour (Python `random`, the
-pure-Python FullTokenizer, the whole corpus in RAM, per-token Python
-masking), writing the same tf.train.Example records. Each configuration runs
+wrote it, ported line for line in behaviour (`tests/tf1_reference.py`, the
+tests' oracle too: Python `random`, the pure-Python FullTokenizer, the whole
+corpus in RAM, per-token Python masking), writing the same tf.train.Example
+records. Each configuration runs
 in its own process so peak memory (max RSS, workers included) is its own.
 
     python bench/bench_pretraining_data.py [--dupe_factor=2] [--scales=1,4]
@@ -20,7 +21,6 @@ articles in its one process with the same code).
 from __future__ import annotations
 
 import argparse
-import collections
 import glob
 import json
 import os
@@ -32,6 +32,8 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)  # the peer lives in tests/ (the tests' oracle too)
+from tests import tf1_reference  # pylint: disable=g-import-not-at-top,wrong-import-position
 VOCAB = os.path.join(ROOT, "data/vocab/bert-base-uncased-vocab.txt")
 CORPUS = {
     "embedded": sorted(glob.glob(os.path.join(ROOT, "data/corpus/*.txt.gz"))),
@@ -39,88 +41,7 @@ CORPUS = {
         ROOT, "tests/testdata/pretraining/enwiki-fragment.xml.bz2")],
 }
 
-MaskedLm = collections.namedtuple("MaskedLm", ["index", "label"])
-
-
 # -- the peer: TF1's algorithm, single process, everything in RAM ------------
-
-def _tf1_truncate(tokens_a, tokens_b, max_num_tokens, rng):
-  while len(tokens_a) + len(tokens_b) > max_num_tokens:
-    trunc = tokens_a if len(tokens_a) > len(tokens_b) else tokens_b
-    if rng.random() < 0.5:
-      del trunc[0]
-    else:
-      trunc.pop()
-
-
-def _tf1_mask(tokens, masked_lm_prob, max_predictions, vocab_words, rng):
-  cand = [[i] for i, t in enumerate(tokens) if t not in ("[CLS]", "[SEP]")]
-  rng.shuffle(cand)
-  output = list(tokens)
-  num_to_predict = min(max_predictions,
-                       max(1, int(round(len(tokens) * masked_lm_prob))))
-  masked, covered = [], set()
-  for index_set in cand:
-    if len(masked) >= num_to_predict:
-      break
-    if len(masked) + len(index_set) > num_to_predict:
-      continue
-    for index in index_set:
-      covered.add(index)
-      if rng.random() < 0.8:
-        new = "[MASK]"
-      elif rng.random() < 0.5:
-        new = tokens[index]
-      else:
-        new = vocab_words[rng.randint(0, len(vocab_words) - 1)]
-      output[index] = new
-      masked.append(MaskedLm(index, tokens[index]))
-  masked.sort(key=lambda x: x.index)
-  return output, [m.index for m in masked], [m.label for m in masked]
-
-
-def _tf1_instances(all_docs, doc_index, max_seq_length, short_seq_prob,
-                   masked_lm_prob, max_predictions, vocab_words, rng):
-  document = all_docs[doc_index]
-  max_num_tokens = max_seq_length - 3
-  target = max_num_tokens
-  if rng.random() < short_seq_prob:
-    target = rng.randint(2, max_num_tokens)
-  out, chunk, length, i = [], [], 0, 0
-  while i < len(document):
-    chunk.append(document[i])
-    length += len(document[i])
-    if i == len(document) - 1 or length >= target:
-      if chunk:
-        a_end = rng.randint(1, len(chunk) - 1) if len(chunk) >= 2 else 1
-        tokens_a = [t for s in chunk[:a_end] for t in s]
-        tokens_b = []
-        if len(chunk) == 1 or rng.random() < 0.5:
-          is_random = True
-          target_b = target - len(tokens_a)
-          for _ in range(10):
-            r = rng.randint(0, len(all_docs) - 1)
-            if r != doc_index:
-              break
-          rdoc = all_docs[r]
-          for j in range(rng.randint(0, len(rdoc) - 1), len(rdoc)):
-            tokens_b.extend(rdoc[j])
-            if len(tokens_b) >= target_b:
-              break
-          i -= len(chunk) - a_end
-        else:
-          is_random = False
-          tokens_b = [t for s in chunk[a_end:] for t in s]
-        _tf1_truncate(tokens_a, tokens_b, max_num_tokens, rng)
-        tokens = ["[CLS]"] + tokens_a + ["[SEP]"] + tokens_b + ["[SEP]"]
-        seg = [0] * (len(tokens_a) + 2) + [1] * (len(tokens_b) + 1)
-        tokens, pos, labels = _tf1_mask(tokens, masked_lm_prob,
-                                        max_predictions, vocab_words, rng)
-        out.append((tokens, seg, is_random, pos, labels))
-      chunk, length = [], 0
-    i += 1
-  return out
-
 
 def run_peer(files, out_path, dupe_factor, max_seq_length=128,
              max_predictions=20):
@@ -137,11 +58,13 @@ def run_peer(files, out_path, dupe_factor, max_seq_length=128,
   all_docs = [d for d in all_docs if d]
   rng.shuffle(all_docs)
   vocab_words = list(tok.vocab.keys())
+  finish = tf1_reference.truncate_and_mask(max_seq_length, 0.15,
+                                           max_predictions, vocab_words, rng)
   instances = []
   for _ in range(dupe_factor):
     for i in range(len(all_docs)):
-      instances.extend(_tf1_instances(all_docs, i, max_seq_length, 0.1, 0.15,
-                                      max_predictions, vocab_words, rng))
+      instances.extend(tf1_reference.create_instances_from_document(
+          all_docs, i, max_seq_length, 0.1, rng, finish=finish))
   rng.shuffle(instances)
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   with tf.io.TFRecordWriter(out_path) as w:  # TF1's writer
@@ -164,9 +87,8 @@ def run_peer(files, out_path, dupe_factor, max_seq_length=128,
 
 
 def run_ours(files, out_dir, dupe_factor, workers, fmt):
-  from bert_jax import create_pretraining_data as cpd  # pylint: disable=g-import-not-at-top
   from bert_jax import pretraining_data as pd  # pylint: disable=g-import-not-at-top
-  m = cpd.create_pretraining_data(
+  m = pd.create_pretraining_data(
       ",".join(files), out_dir, VOCAB, opts=pd.DataOptions(
           dupe_factor=dupe_factor), num_workers=workers, num_shards=4,
       fmt=fmt)

@@ -14,9 +14,6 @@ Input files may be plain, .gz or .bz2 text, one sentence or paragraph a line.
 
 from __future__ import annotations
 
-import bz2
-import glob
-import gzip
 import os
 import sys
 import tempfile
@@ -26,6 +23,7 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from bert_jax import sources
 from bert_jax import tokenization
 
 # SentencePiece holds its training sentences in memory; beyond this many it
@@ -33,39 +31,15 @@ from bert_jax import tokenization
 MAX_SENTENCEPIECE_SENTENCES = 10_000_000
 
 
-def expand_inputs(patterns: str) -> list[str]:
-  """Files matching comma-separated globs; a clear error if none match."""
-  files = []
-  for pattern in patterns.split(","):
-    pattern = pattern.strip()
-    if not pattern:
-      continue
-    matched = sorted(p for p in glob.glob(pattern) if os.path.isfile(p))
-    if not matched:
-      raise FileNotFoundError(f"--input_file: no file matches {pattern!r}")
-    files.extend(matched)
-  if not files:
-    raise FileNotFoundError(f"--input_file: no file matches {patterns!r}")
-  return files
-
-
-def open_text(path: str):
-  """Opens plain, .gz or .bz2 text; undecodable bytes are replaced."""
-  if path.endswith(".gz"):
-    return gzip.open(path, "rt", encoding="utf-8", errors="replace")
-  if path.endswith(".bz2"):
-    return bz2.open(path, "rt", encoding="utf-8", errors="replace")
-  return open(path, encoding="utf-8", errors="replace")
-
-
 def iter_lines(files: Sequence[str]) -> Iterator[str]:
-  """Non-blank lines of every file, stripped."""
+  """Non-blank lines of every file, read as the pre-training data reads
+  them (`sources.iter_lines`: bad UTF-8 repaired, over-long lines skipped)."""
+  stats = sources.SourceStats()
   for path in files:
-    with open_text(path) as f:
-      for line in f:
-        line = line.strip()
-        if line:
-          yield line
+    yield from (line for line in sources.iter_lines(path, stats) if line)
+  if stats.repaired_lines or stats.skipped_long_lines:
+    logging.info("repaired %d lines of invalid UTF-8, skipped %d over-long "
+                 "lines", stats.repaired_lines, stats.skipped_long_lines)
 
 
 def _check_vocab_size(vocab_size: int) -> None:
@@ -173,7 +147,7 @@ def build(input_file: str, vocab_size: int, model: str, output: str,
           do_lower_case: bool = True, limit_alphabet: int | None = None,
           show_progress: bool = False) -> int:
   """Expands the globs, trains, writes; returns the vocabulary size."""
-  files = expand_inputs(input_file)
+  files = sources.expand_inputs(input_file, tfds=False)
   logging.info("training a %s vocabulary of at most %d on %d file(s)", model,
                vocab_size, len(files))
   if model == "wordpiece":

@@ -4,7 +4,8 @@
         --input_file=input.txt --output_file=out.jsonl --layers=-1,-2,-3,-4
 
 PATH may be a bert_jax model directory, a Hugging Face directory or a TF1
-`bert_model.ckpt` (detected). Each input line gives one output line:
+`bert_model.ckpt` (detected). The input is text (plain, .gz or .bz2); each
+of its lines gives one output line:
 
     {"linex_index": i, "features": [{"token": "[CLS]", "layers":
       [{"index": -1, "values": [...]}, ...]}, ...]}
@@ -26,6 +27,8 @@ import numpy as np
 from absl import app
 from absl import flags
 from absl import logging
+
+from bert_jax import sources
 
 PAIR_SEPARATOR = " ||| "
 
@@ -135,7 +138,7 @@ class FeatureExtractor:
 def _read_lines(path: str, chunk: int = 4096) -> Iterator[list[str]]:
   if not os.path.exists(path):
     raise FileNotFoundError(f"--input_file: {path} does not exist")
-  with open(path, encoding="utf-8", errors="replace") as f:
+  with sources.open_text(path) as f:
     lines = []
     for line in f:
       lines.append(line.strip())

@@ -6,7 +6,7 @@ Usage (what `train.py` does):
     ds = make_dataset(paths, global_batch_size=256, seed=0,
                       max_seq_length=128,
                       dynamic_masking=MaskingSpec.from_manifest(
-                          read_manifest(data_dir)))   # None: static masks
+                          manifest.read(data_dir)))   # None: static masks
     it = GlobalBatchIterator(ds, NamedSharding(mesh, P(("data", "fsdp"))))
     batch = next(it)            # dict of global jax.Arrays [B, ...]
     ckpt.save(step, ..., data=it.get_state())    # a small JSON-able dict
@@ -63,7 +63,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import glob
-import json
 import os
 import sys
 import threading
@@ -74,10 +73,10 @@ import grain
 import jax
 import numpy as np
 
+from bert_jax import manifest as manifest_lib
 from bert_jax import masking
 from bert_jax import records
-
-MANIFEST = "manifest.json"
+from bert_jax import sources
 
 # Mixed into the dynamic-masking seed so its stream never coincides with any
 # other use of the run seed.
@@ -124,22 +123,11 @@ class MaskingSpec:
           mask_ratios=tuple(o["mask_ratios"]),
           whole_word_mask=o["do_whole_word_mask"])
     except KeyError as e:
-      raise ValueError(f"the {MANIFEST} of dynamic-masking data has no "
+      raise ValueError(f"the {manifest_lib.FILENAME} of dynamic-masking data "
+                       f"has no "
                        f"{e.args[0]!r} entry") from e
     kwargs.update(overrides)
     return cls(**kwargs)
-
-
-def read_manifest(data_dir: str) -> dict[str, Any] | None:
-  """`data_dir/manifest.json`, or None (e.g. data from the TF1 script)."""
-  path = os.path.join(data_dir, MANIFEST)
-  if not os.path.exists(path):
-    return None
-  with open(path) as f:
-    try:
-      return json.load(f)
-    except json.JSONDecodeError as e:
-      raise ValueError(f"{path}: not valid JSON ({e})") from e
 
 
 def _tfrecord_hint(paths: Sequence[str], output: str) -> str:
@@ -158,14 +146,14 @@ def find_shards(data_dir_or_pattern: str, split: str = "train") -> list[str]:
   """
   spec = data_dir_or_pattern
   if os.path.isdir(spec):
-    manifest = read_manifest(spec)
+    manifest = manifest_lib.read(spec)
     section = (manifest or {}).get(split)
     if section and "shards" in section:
       paths = [os.path.join(spec, s["file"]) for s in section["shards"]]
       missing = [p for p in paths if not os.path.exists(p)]
       if missing:
-        raise FileNotFoundError(f"{spec}: {MANIFEST} lists {missing[0]}, "
-                                "which does not exist")
+        raise FileNotFoundError(f"{spec}: {manifest_lib.FILENAME} lists "
+                                f"{missing[0]}, which does not exist")
     else:
       paths = sorted(glob.glob(os.path.join(spec,
                                             f"{split}-*-of-*.array_record")))
@@ -184,17 +172,8 @@ def find_shards(data_dir_or_pattern: str, split: str = "train") -> list[str]:
           f"{spec}: no {split}-*-of-*.array_record shards{hint}")
     return paths
 
-  paths = []
-  for pattern in (p.strip() for p in spec.split(",")):
-    if not pattern:
-      continue
-    matches = sorted(glob.glob(pattern))
-    if not matches:
-      raise FileNotFoundError(f"{pattern}: no such directory or file (or "
-                              "no file matches this pattern)")
-    paths.extend(matches)
-  if not paths:
-    raise FileNotFoundError(f"{spec!r}: no data directory or file given")
+  paths = sources.expand_inputs(spec, flag="data_dir",
+                                what="directory or shard", tfds=False)
   tfrecords = [p for p in paths if not p.endswith(".array_record")]
   if tfrecords:
     raise ValueError(f"{tfrecords[0]}: not an .array_record shard"
@@ -665,17 +644,6 @@ def _infer_options(spec: FeatureSpec) -> dict[str, Any]:
   return options
 
 
-def _vocab_section(vocab_file: str) -> dict[str, Any]:
-  from bert_jax import tokenization  # pylint: disable=g-import-not-at-top
-  vocab = tokenization.load_vocab(vocab_file)
-  missing = [t for t in ("[CLS]", "[SEP]", "[MASK]") if t not in vocab]
-  if missing:
-    raise ValueError(f"{vocab_file}: no {missing} entry; not a BERT vocab")
-  return {"file": os.path.abspath(vocab_file), "size": max(vocab.values()) + 1,
-          "cls_id": vocab["[CLS]"], "sep_id": vocab["[SEP]"],
-          "mask_id": vocab["[MASK]"], "pad_id": vocab.get("[PAD]", 0)}
-
-
 def convert_tfrecords(pattern: str, output_dir: str, split: str = "train", *,
                       vocab_file: str) -> list[str]:
   """Copies TFRecord files into ArrayRecord shards, record for record.
@@ -686,23 +654,15 @@ def convert_tfrecords(pattern: str, output_dir: str, split: str = "train", *,
   the directory reads like one made by `create_pretraining_data`.
   Converting a second split into the same directory adds it to the manifest.
   """
-  sources = []
-  for p in (p.strip() for p in pattern.split(",") if p.strip()):
-    matches = sorted(glob.glob(p))
-    if not matches:
-      raise FileNotFoundError(f"{p}: no TFRecord file matches")
-    sources.extend(matches)
-  if not sources:
-    raise FileNotFoundError(f"{pattern!r}: no TFRecord file given")
-  if not os.path.isfile(vocab_file):
-    raise FileNotFoundError(f"{vocab_file}: no such vocab file")
-  vocab = _vocab_section(vocab_file)
+  inputs = sources.expand_inputs(pattern, what="TFRecord file", tfds=False)
+  # The ids the records were made with; no checksum (it never had one).
+  vocab = manifest_lib.vocab_section(vocab_file, checksum=False)
   tf = _tf()
   os.makedirs(output_dir, exist_ok=True)
   out, shards = [], []
-  for i, src in enumerate(sources):
+  for i, src in enumerate(inputs):
     dst = os.path.join(output_dir, records.shard_filename(
-        split, i, len(sources), "array_record"))
+        split, i, len(inputs), "array_record"))
     with records.RecordWriter(dst, "array_record") as w:
       try:
         for rec in tf.data.TFRecordDataset(src).as_numpy_iterator():
@@ -715,8 +675,8 @@ def convert_tfrecords(pattern: str, output_dir: str, split: str = "train", *,
                    "source": os.path.abspath(src)})
     print(f"{src} -> {dst}: {w.count} records", flush=True)
   _, spec = inspect_shards(out)
-  path = os.path.join(output_dir, MANIFEST)
-  manifest = read_manifest(output_dir) or {"format": "array_record"}
+  path = os.path.join(output_dir, manifest_lib.FILENAME)
+  manifest = manifest_lib.read(output_dir) or {"format": "array_record"}
   options = {**manifest.get("options", {}), **_infer_options(spec)}
   if "options" in manifest and any(
       manifest["options"].get(k) != v for k, v in _infer_options(
@@ -727,10 +687,7 @@ def convert_tfrecords(pattern: str, output_dir: str, split: str = "train", *,
   manifest[split] = {"shards": shards,
                      "instances": sum(s["records"] for s in shards)}
   manifest["vocab"] = vocab
-  tmp = path + ".incomplete"
-  with open(tmp, "w") as f:
-    json.dump(manifest, f, indent=1)
-  os.replace(tmp, path)
+  manifest_lib.write(output_dir, manifest)
   return out
 
 

@@ -32,18 +32,44 @@ is a start and a length in the group's token stream for A and for B, found
 by bisection, with TF1's random draws in TF1's order); truncation is a
 closed form plus a binomial draw per segment, and the rows are assembled,
 shuffled and masked for the whole group with array operations.
+
+A data directory. `create_pretraining_data` (the library behind
+`python -m bert_jax.create_pretraining_data` and the trainer's data step):
+the main process reads documents (see `bert_jax.sources`); worker processes
+split them into sentences (Wikipedia markup removal and pysbd are the
+costliest step of all), the main process deals the results into groups, and
+workers tokenise each group, create its instances and serialise them
+(`records.serialize_instances`); the main process deals them round-robin
+into `NAME-0000k-of-000NN.<format>` shards. Every shard is written under a
+temporary name and renamed when complete; the manifest (`bert_jax.manifest`:
+counts, options, sha256 of every shard, the skip/repair summary) is written
+last. Output depends on the seed, the inputs and `group_sentences`, not on
+`num_workers`. With `eval_fraction`, a deterministic share of documents goes
+to separate `eval-*` shards (one masking pass), for held-out metrics.
 """
 
 from __future__ import annotations
 
 import bisect
+import collections
+import contextlib
 import dataclasses
+import hashlib
+import multiprocessing
+import os
 import random
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any
 
+from absl import logging
 import numpy as np
 
+from bert_jax import manifest as manifest_lib
 from bert_jax import masking
+from bert_jax import records
+from bert_jax import sources
+from bert_jax import tokenization
 
 OBJECTIVES = ("mlm_nsp", "mlm", "ltr")
 
@@ -95,14 +121,11 @@ class VocabInfo:
 
   @classmethod
   def from_tokenizer(cls, tok) -> "VocabInfo":
-    inv = tok.inv_vocab
-    size = max(inv) + 1
-    cont = np.zeros(size, bool)
-    for i, t in inv.items():
-      cont[i] = tok.is_continuation(t)
+    size = tok.vocab_size
     v = tok.vocab
+    # The tokenizer's own (cached) table, not a second walk of the vocab.
     return cls(v["[CLS]"], v["[SEP]"], v["[MASK]"], v.get("[PAD]", 0), size,
-               cont)
+               tok.continuation_mask(np.arange(size)))
 
   @property
   def special_ids(self) -> tuple[int, int, int]:
@@ -334,3 +357,267 @@ def tokenize_documents(docs: Sequence[Sequence[str]], tokenizer
     # sentence; a document left empty is dropped later.
     out.append([s for s in sentences if s.size])
   return out
+
+
+# -- a data directory from text, in worker processes -------------------------
+
+_TOKENIZERS: dict[tuple[str, bool], Any] = {}
+
+
+def _tokenizer(vocab_file: str, do_lower_case: bool):
+  key = (vocab_file, do_lower_case)
+  if key not in _TOKENIZERS:
+    _TOKENIZERS[key] = tokenization.create_tokenizer(vocab_file,
+                                                     do_lower_case)
+  return _TOKENIZERS[key]
+
+
+_VOCAB_INFOS: dict[int, VocabInfo] = {}
+
+
+def _vocab_info(tok) -> VocabInfo:
+  # Once a process, not once a group.
+  if id(tok) not in _VOCAB_INFOS:
+    _VOCAB_INFOS[id(tok)] = VocabInfo.from_tokenizer(tok)
+  return _VOCAB_INFOS[id(tok)]
+
+
+def _init_worker() -> None:
+  # One tokenizer thread a worker: the workers already fill the cores.
+  os.environ["RAYON_NUM_THREADS"] = "1"
+
+
+def _process_group(task: tuple) -> tuple[list[bytes], dict[str, int]]:
+  """Worker: documents -> serialized instances (+ counts)."""
+  docs, opts, vocab_file, do_lower_case, seed, dupe_factor = task
+  tok = _tokenizer(vocab_file, do_lower_case)
+  vocab = _vocab_info(tok)
+  token_docs = tokenize_documents(docs, tok)
+  instances = create_instances(
+      token_docs, opts, vocab, seed, dupe_factor)
+  counts = {
+      "documents": len(token_docs),
+      "instances": num_instances(instances),
+      "tokens": int(instances["input_mask"].sum()),
+      "masked": int(instances["masked_lm_weights"].sum())
+                if "masked_lm_weights" in instances else 0,
+      "random_next": int(instances["next_sentence_labels"].sum())
+                     if "next_sentence_labels" in instances else 0,
+  }
+  return records.serialize_instances(instances), counts
+
+
+def _groups(docs: Iterator[list[str]], group_sentences: int
+            ) -> Iterator[list[list[str]]]:
+  group, n = [], 0
+  for doc in docs:
+    group.append(doc)
+    n += len(doc)
+    if n >= group_sentences:
+      yield group
+      group, n = [], 0
+  if group:
+    yield group
+
+
+class _Done:
+  """A result computed in this process, queued like an `AsyncResult`."""
+
+  def __init__(self, value: Any):
+    self._value = value
+
+  def get(self) -> Any:
+    return self._value
+
+
+def _bounded_imap(pool, fn, tasks: Iterator[Any], max_in_flight: int,
+                  local=lambda task: False) -> Iterator[Any]:
+  """`pool.imap` with back-pressure, results in task order.
+
+  `Pool.imap` feeds tasks from a thread and keeps finished results with no
+  limit, so a corpus larger than RAM would be read in ahead of the workers.
+  Here at most `max_in_flight` tasks exist at once: memory is bounded.
+  Tasks for which `local(task)` holds run here (not worth the transfer).
+  """
+  pending = collections.deque()
+  for task in tasks:
+    pending.append(_Done(fn(task)) if local(task)
+                   else pool.apply_async(fn, (task,)))
+    if len(pending) >= max_in_flight:
+      yield pending.popleft().get()
+  while pending:
+    yield pending.popleft().get()
+
+
+_CHUNK_DOCUMENTS = 64
+_CHUNK_CHARS = 1 << 18
+
+
+def _raw_chunks(raw: Iterator[sources.RawDocument]
+                ) -> Iterator[list[sources.RawDocument]]:
+  chunk, chars = [], 0
+  for doc in raw:
+    chunk.append(doc)
+    chars += (len(doc.content) if isinstance(doc.content, str)
+              else sum(map(len, doc.content)))
+    if len(chunk) >= _CHUNK_DOCUMENTS or chars >= _CHUNK_CHARS:
+      yield chunk
+      chunk, chars = [], 0
+  if chunk:
+    yield chunk
+
+
+def _convert_chunk(chunk: list[sources.RawDocument]
+                   ) -> list[list[str] | None]:
+  """Worker: markup removal and sentence splitting of a few documents."""
+  return [sources.to_sentences(raw) for raw in chunk]
+
+
+def _documents(raw: Iterator[sources.RawDocument], stats: sources.SourceStats,
+               pool, num_workers: int) -> Iterator[list[str]]:
+  """Sentence-split documents in input order; the splitting runs in the
+  workers (Wikipedia articles and raw paragraphs cost ~0.2 s each)."""
+  if pool is None:
+    converted = map(sources.to_sentences, raw)
+  else:
+    chunks = _bounded_imap(
+        pool, _convert_chunk, _raw_chunks(raw), 2 * num_workers,
+        local=lambda chunk: all(d.kind == "sentences" for d in chunk))
+    converted = (doc for chunk in chunks for doc in chunk)
+  for doc in converted:
+    if sources.counted(doc, stats):
+      yield doc
+
+
+def _write_split(groups: Iterator[list[list[str]]], split: str,
+                 num_shards: int, output_dir: str, fmt: str,
+                 opts: DataOptions, vocab_file: str,
+                 do_lower_case: bool, seed: int, dupe_factor: int,
+                 pool, num_workers: int) -> dict[str, Any]:
+  """Writes one split's shards; returns its manifest section."""
+  paths = [os.path.join(output_dir, records.shard_filename(
+      split, i, num_shards, fmt)) for i in range(num_shards)]
+  counts = {"documents": 0, "instances": 0, "tokens": 0, "masked": 0,
+            "random_next": 0}
+  per_shard = [0] * num_shards
+  tasks = ((g, opts, vocab_file, do_lower_case,
+            # Each group's randomness depends on (seed, split, index) only.
+            int.from_bytes(hashlib.sha256(
+                f"{seed}/{split}/{k}".encode()).digest()[:8], "little"),
+            dupe_factor) for k, g in enumerate(groups))
+  # Two groups a worker: one being made, one queued (workers never idle).
+  results = (_bounded_imap(pool, _process_group, tasks, 2 * num_workers)
+             if pool is not None else map(_process_group, tasks))
+  start = last_log = time.time()
+  k = 0
+  with contextlib.ExitStack() as stack:
+    writers = [stack.enter_context(records.RecordWriter(p, fmt))
+               for p in paths]
+    for serialized, c in results:
+      for rec in serialized:
+        writers[k % num_shards].write(rec)
+        per_shard[k % num_shards] += 1
+        k += 1
+      for key in counts:
+        counts[key] += c[key]
+      now = time.time()
+      if now - last_log > 10:
+        last_log = now
+        elapsed = max(now - start, 1e-9)
+        logging.info("%s: %d documents (%.0f/s), %d instances (%.0f/s)",
+                     split, counts["documents"],
+                     counts["documents"] / elapsed, counts["instances"],
+                     counts["instances"] / elapsed)
+    if counts["instances"] == 0:
+      raise ValueError(f"no {split} instances could be made: the input has "
+                       "no usable text")
+  logging.info("%s: %d documents, %d instances in %.1f s", split,
+               counts["documents"], counts["instances"], time.time() - start)
+  return {
+      "shards": [{"file": os.path.basename(p), "records": n,
+                  "sha256": manifest_lib.sha256(p)} for p, n in zip(paths, per_shard)],
+      **counts,
+  }
+
+
+def create_pretraining_data(
+    input_file: str, output_dir: str, vocab_file: str,
+    do_lower_case: bool = True, *, opts: DataOptions,
+    random_seed: int = 12345, fmt: str = "array_record",
+    num_workers: int = 1, num_shards: int = 4, eval_fraction: float = 0.0,
+    input_format: str = "auto", tfds_data_dir: str | None = None,
+    group_sentences: int = 5000, name: str = "train") -> dict[str, Any]:
+  """Makes the shards and the manifest; returns the manifest."""
+  if fmt not in ("array_record", "tfrecord"):
+    raise ValueError(f"--format={fmt!r}: expected array_record or tfrecord")
+  if not 0 <= eval_fraction < 1:
+    raise ValueError(f"--eval_fraction={eval_fraction}: must be in [0, 1)")
+  if num_shards < 1 or num_workers < 1:
+    raise ValueError("--num_shards and --num_workers must be >= 1")
+  tok = _tokenizer(vocab_file, do_lower_case)  # a bad vocab fails here
+  inputs = sources.expand_inputs(input_file)
+  if os.path.exists(os.path.join(output_dir, manifest_lib.FILENAME)):
+    raise FileExistsError(f"{output_dir} already holds "
+                          f"{manifest_lib.FILENAME}; choose another "
+                          "--output_dir (nothing was overwritten)")
+  os.makedirs(output_dir, exist_ok=True)
+  if not os.access(output_dir, os.W_OK):
+    raise PermissionError(f"--output_dir={output_dir} is not writable")
+
+  stats = sources.SourceStats()
+  split_rng = random.Random(f"{random_seed}/eval-split")
+  eval_docs: list[list[str]] = []
+
+  def train_stream(pool) -> Iterator[list[str]]:
+    # The eval share is small: collect it while streaming the train split.
+    raw = (doc for path in inputs for doc in sources.iter_raw_documents(
+        path, stats, input_format, tfds_data_dir))
+    for doc in _documents(raw, stats, pool, num_workers):
+      if split_rng.random() < eval_fraction:
+        eval_docs.append(doc)
+      else:
+        yield doc
+
+  start = time.time()
+  ctx = multiprocessing.get_context("spawn")
+  manifest: dict[str, Any] = {}
+  with (ctx.Pool(num_workers, initializer=_init_worker) if num_workers > 1
+        else contextlib.nullcontext()) as pool:
+    manifest[name] = _write_split(
+        _groups(train_stream(pool), group_sentences), name, num_shards,
+        output_dir, fmt, opts, vocab_file, do_lower_case, random_seed,
+        opts.dupe_factor, pool, num_workers)
+    if eval_fraction > 0:
+      if not eval_docs:
+        raise ValueError(f"--eval_fraction={eval_fraction} selected no "
+                         "documents; raise it or add documents")
+      manifest["eval"] = _write_split(
+          _groups(iter(eval_docs), group_sentences), "eval", 1, output_dir,
+          fmt, opts, vocab_file, do_lower_case, random_seed, 1, pool,
+          num_workers)
+  elapsed = time.time() - start
+  manifest.update({
+      "format": fmt,
+      "options": {
+          "objective": opts.objective,
+          "max_seq_length": opts.max_seq_length,
+          "max_predictions_per_seq": opts.max_predictions_per_seq,
+          "masked_lm_prob": opts.masked_lm_prob,
+          "short_seq_prob": opts.short_seq_prob,
+          "dupe_factor": opts.dupe_factor,
+          "mask_ratios": list(opts.mask_ratios),
+          "do_whole_word_mask": opts.whole_word_mask,
+          "masking": ("none" if opts.objective == "ltr" else
+                      "dynamic" if opts.dynamic_masking else "static"),
+          "random_seed": random_seed,
+          "do_lower_case": do_lower_case,
+          "group_sentences": group_sentences,
+          "eval_fraction": eval_fraction,
+      },
+      "vocab": manifest_lib.vocab_section(vocab_file, tok),
+      "inputs": inputs,
+      "source_stats": stats.as_dict(),
+      "seconds": round(elapsed, 2),
+  })
+  manifest_lib.write(output_dir, manifest)
+  return manifest

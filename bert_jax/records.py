@@ -12,6 +12,8 @@ TensorFlow (its import costs seconds and ~500 MB in every writing process):
 the framing is a little-endian uint64 length, the masked CRC32C of those 8
 bytes, the data and the masked CRC32C of the data (`google-crc32c`
 computes the checksums); the tests read the files back with TensorFlow.
+Likewise `serialize_instances` writes the bytes of `serialize_example` for a
+whole batch of instances with array operations, without protobuf.
 """
 
 from __future__ import annotations
@@ -68,6 +70,158 @@ def serialize_example(features: Mapping[str, np.ndarray]) -> bytes:
   # Map fields serialise in hash order unless asked: sorted keys make the
   # bytes a function of the content (reproducible shards).
   return example.SerializeToString(deterministic=True)
+
+
+# -- tf.train.Example without protobuf, a batch at a time --------------------
+
+def _varint(n: int) -> bytes:
+  out = bytearray()
+  while n >= 0x80:
+    out.append((n & 0x7F) | 0x80)
+    n >>= 7
+  out.append(n)
+  return bytes(out)
+
+
+_VARINTS = [_varint(n) for n in range(1 << 16)]  # at most 3 bytes each
+_SHIFTS = np.arange(0, 35, 7, dtype=np.uint64)
+# The same as arrays: bytes zero-padded to 3, and byte counts.
+_VARINT_TABLE = np.frombuffer(b"".join(v.ljust(3, b"\0") for v in _VARINTS),
+                              np.uint8).reshape(-1, 3)
+_VARINT_LENGTHS = np.array([len(v) for v in _VARINTS], np.int64)
+
+
+def _len_prefixed(tag: bytes, payload: bytes) -> bytes:
+  n = len(payload)
+  return tag + (_VARINTS[n] if n < len(_VARINTS) else _varint(n)) + payload
+
+
+def _varint_rows(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """Protobuf varints of every value of int [N, M] (0 <= v < 2**35).
+
+  Returns the bytes of all rows, concatenated (uint8), and each row's byte
+  count.
+  """
+  top = int(a.max(initial=0))
+  if top < 0x80:  # masks, segment ids, short positions: one byte each
+    return a.astype(np.uint8).reshape(-1), np.full(len(a), a.shape[1])
+  if top < len(_VARINT_TABLE):  # vocabulary ids: a table look-up
+    nbytes = _VARINT_LENGTHS[a]
+    return _gather(_VARINT_TABLE[a].reshape(-1), np.arange(a.size) * 3,
+                   nbytes.reshape(-1)), nbytes.sum(1)
+  width = (top.bit_length() + 6) // 7  # bytes of the longest varint
+  shifts = _SHIFTS[:width].astype(np.uint32 if width <= 4 else np.uint64)
+  v = a.astype(shifts.dtype)[..., None]
+  groups = ((v >> shifts) & 0x7F).astype(np.uint8)
+  nbytes = 1 + (v >= (shifts.dtype.type(1) << shifts[1:])).sum(
+      -1, dtype=np.int64)
+  groups[np.arange(width) < nbytes[..., None] - 1] |= 0x80
+  return _gather(groups.reshape(-1), np.arange(nbytes.size) * width,
+                 nbytes.reshape(-1)), nbytes.sum(1)
+
+
+def _gather(source: np.ndarray, starts: np.ndarray, lengths: np.ndarray
+            ) -> np.ndarray:
+  """source[starts[0]:starts[0] + lengths[0]] ++ ... for every segment.
+
+  One fancy index over computed positions (a boolean mask instead is ~30%
+  slower: its branches mispredict on mixed lengths).
+  """
+  lengths = lengths.astype(np.int64)
+  out_starts = np.cumsum(lengths) - lengths
+  index = (np.repeat(starts.astype(np.int64) - out_starts, lengths)
+           + np.arange(int(lengths.sum())))
+  return source[index]
+
+
+def _table(keys: np.ndarray, make) -> tuple[np.ndarray, np.ndarray,
+                                            np.ndarray]:
+  """Bytes `make(key)` for each distinct key, as one buffer.
+
+  Returns (buffer uint8, each row's start in it, each row's length).
+  """
+  distinct, inverse = np.unique(keys, return_inverse=True)
+  pieces = [make(int(k)) for k in distinct]
+  lengths = np.array([len(p) for p in pieces], np.int64)
+  starts = np.cumsum(lengths) - lengths
+  buffer = np.frombuffer(b"".join(pieces), np.uint8)
+  return buffer, starts[inverse], lengths[inverse]
+
+
+_BATCH = 4096  # records assembled at a time (bounds the index arrays)
+
+
+def serialize_instances(instances: dict[str, np.ndarray]) -> list[bytes]:
+  """`serialize_example` of each row of a batch, byte for byte.
+
+  `instances` maps feature names to [N, ...] arrays. Writes the
+  tf.train.Example wire format directly (map entries in key order, as
+  deterministic serialisation does) with whole-batch array operations: each
+  record is a concatenation of byte segments (headers that depend only on a
+  byte count, and the values), gathered in one index operation. The workers
+  never import TensorFlow (seconds and ~500 MB each).
+  """
+  names = sorted(instances)
+  n = len(instances[names[0]]) if names else 0
+  out: list[bytes] = []
+  for lo in range(0, n, _BATCH):
+    out.extend(_serialize_rows({k: np.asarray(v[lo:lo + _BATCH]).reshape(
+        len(v[lo:lo + _BATCH]), -1) for k, v in instances.items()}, names))
+  return out
+
+
+def _serialize_rows(arrays: dict[str, np.ndarray], names: list[str]
+                    ) -> list[bytes]:
+  n = len(arrays[names[0]])
+  buffers: list[np.ndarray] = []
+  seg_starts: list[np.ndarray] = []  # per segment kind: [N] global starts
+  seg_lengths: list[np.ndarray] = []
+  base = 0
+
+  def add(buffer, starts, lengths):
+    nonlocal base
+    buffers.append(buffer)
+    seg_starts.append(starts + base)
+    seg_lengths.append(np.broadcast_to(lengths, (n,)))
+    base += len(buffer)
+
+  body = np.zeros(n, np.int64)
+  for name in names:
+    a = arrays[name]
+    if name in FLOAT_FEATURES or a.dtype.kind == "f":
+      values = a.astype("<f4").view(np.uint8).reshape(-1)
+      sizes = np.full(n, 4 * a.shape[1], np.int64)
+      tag = b"\x12"  # Feature.float_list
+    elif a.shape[1] and (a.min() < 0 or a.max() >= 1 << 35):
+      return [serialize_example(
+          {k: v[i] for k, v in arrays.items()}) for i in range(n)]
+    else:
+      values, sizes = _varint_rows(a)
+      tag = b"\x1a"  # Feature.int64_list
+    key = _len_prefixed(b"\x0a", name.encode())
+
+    def header(size, key=key, tag=tag):
+      # Everything before the values depends only on their byte count.
+      inner = _len_prefixed(b"\x0a", bytes(size)) if size else b""
+      entry = key + _len_prefixed(b"\x12", _len_prefixed(tag, inner))
+      full = _len_prefixed(b"\x0a", entry)
+      return full[:len(full) - size]
+
+    h_buf, h_start, h_len = _table(sizes, header)
+    add(h_buf, h_start, h_len)
+    add(values, np.cumsum(sizes) - sizes, sizes)
+    body += h_len + sizes
+  o_buf, o_start, o_len = _table(body, lambda size: _len_prefixed(
+      b"\x0a", bytes(size))[:-size or None])
+  # Segment order within a record: outer header, then (header, values) per
+  # feature.
+  starts = np.stack([o_start + base] + seg_starts, axis=1)
+  lengths = np.stack([o_len] + seg_lengths, axis=1)
+  buffers.append(o_buf)
+  blob = _gather(np.concatenate(buffers), starts.reshape(-1),
+                 lengths.reshape(-1)).tobytes()
+  ends = np.cumsum(lengths.sum(1)).tolist()
+  return [blob[i:j] for i, j in zip([0] + ends[:-1], ends)]
 
 
 def parse_example(data: bytes) -> dict[str, np.ndarray]:

@@ -23,6 +23,7 @@ import bz2
 import dataclasses
 import glob
 import gzip
+import io
 import os
 import re
 import zlib
@@ -68,21 +69,28 @@ class SourceStats:
     return dataclasses.asdict(self)
 
 
-def expand_inputs(patterns: str) -> list[str]:
-  """Files matching comma-separated globs (tfds: specs pass through)."""
+def expand_inputs(patterns: str, *, flag: str = "--input_file",
+                  what: str = "file", tfds: bool = True) -> list[str]:
+  """The files matching comma-separated globs: each pattern's, sorted.
+
+  Only files count (a directory a glob matches is not an input). A pattern
+  matching no file, or no pattern at all, is a FileNotFoundError naming
+  `flag` and the pattern; `what` names the kind of file in that message.
+  With `tfds`, `tfds:` specs (datasets, not files) pass through.
+  """
   files = []
   for pattern in (p.strip() for p in patterns.split(",")):
     if not pattern:
       continue
-    if pattern.startswith("tfds:"):
+    if tfds and pattern.startswith("tfds:"):
       files.append(pattern)
       continue
-    matched = sorted(glob.glob(pattern))
+    matched = sorted(p for p in glob.glob(pattern) if os.path.isfile(p))
     if not matched:
-      raise FileNotFoundError(f"--input_file: no file matches {pattern!r}")
+      raise FileNotFoundError(f"{flag}: no {what} matches {pattern!r}")
     files.extend(matched)
   if not files:
-    raise FileNotFoundError("--input_file: no input given")
+    raise FileNotFoundError(f"{flag}: no input given")
   return files
 
 
@@ -100,6 +108,16 @@ def _open_binary(path: str) -> IO[bytes]:
   if path.endswith(".bz2"):
     return bz2.open(path, "rb")
   return open(path, "rb")
+
+
+def open_text(path: str) -> IO[str]:
+  """Plain, .gz or .bz2 text, as UTF-8; undecodable bytes are replaced.
+
+  Every line as it is (for readers that need one result per input line);
+  `iter_lines` is the guarded reader of corpora.
+  """
+  return io.TextIOWrapper(_open_binary(path), encoding="utf-8",
+                          errors="replace")
 
 
 def _looks_binary(path: str) -> bool:

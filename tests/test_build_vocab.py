@@ -109,7 +109,8 @@ def test_sentencepiece_vocab(tmp_path, corpus):
 
 def test_bad_input(tmp_path):
   with pytest.raises(FileNotFoundError, match="no file matches .*missing"):
-    build_vocab.expand_inputs(str(tmp_path / "missing*.txt"))
+    build_vocab.build(str(tmp_path / "missing*.txt"), 100, "wordpiece",
+                      str(tmp_path / "v.txt"))
   empty = tmp_path / "empty.txt"
   empty.write_text("\n  \n")
   for model in ("wordpiece", "sentencepiece"):

@@ -8,9 +8,9 @@ import sys
 import numpy as np
 import pytest
 
-from bert_jax import create_pretraining_data as cpd
 from bert_jax import pretraining_data as pd
 from bert_jax import records
+from bert_jax import sources
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VOCAB = os.path.join(ROOT, "data/vocab/bert-base-uncased-vocab.txt")
@@ -70,7 +70,7 @@ def test_mlm_objective_and_seed_determinism(tmp_path):
   def make(name, seed, objective="mlm"):
     opts = pd.DataOptions(max_seq_length=64, max_predictions_per_seq=10,
                           dupe_factor=1, objective=objective)
-    return cpd.create_pretraining_data(
+    return pd.create_pretraining_data(
         BOTCHAN, str(tmp_path / name), VOCAB, opts=opts, random_seed=seed,
         num_shards=2)
   a, b, c = make("a", 1), make("b", 1), make("c", 2)
@@ -103,8 +103,8 @@ def test_failure_mid_run_leaves_no_complete_looking_shard(tmp_path,
   opts = pd.DataOptions(max_seq_length=64, max_predictions_per_seq=10,
                         dupe_factor=1)
   with pytest.raises(RuntimeError, match="disk on fire"):
-    cpd.create_pretraining_data(BOTCHAN, str(out), VOCAB, opts=opts,
-                                num_shards=2, group_sentences=200)
+    pd.create_pretraining_data(BOTCHAN, str(out), VOCAB, opts=opts,
+                               num_shards=2, group_sentences=200)
   assert len(calls) == 3
   # Neither shards nor temporaries nor a manifest: a rerun starts clean.
   assert os.listdir(out) == []
@@ -126,7 +126,7 @@ def test_batched_serialization_matches_protobuf():
               np.int32),
           "empty": np.zeros((n, 0), np.int32),
       }
-      assert cpd.serialize_instances(batch) == [
+      assert records.serialize_instances(batch) == [
           records.serialize_example({k: v[i] for k, v in batch.items()})
           for i in range(n)]
 
@@ -158,14 +158,14 @@ def test_sentence_splitting_in_workers_changes_nothing(tmp_path):
   raw.write_text("\n\n".join(" ".join(d.split("\n")) for d in docs) + "\n")
   opts = pd.DataOptions(max_seq_length=64, max_predictions_per_seq=10,
                         dupe_factor=1)
-  runs = [cpd.create_pretraining_data(
+  runs = [pd.create_pretraining_data(
       str(raw), str(tmp_path / f"w{n}"), VOCAB, opts=opts, num_shards=2,
       num_workers=n, input_format="raw", group_sentences=300)
           for n in (1, 2)]
   assert [s["sha256"] for s in runs[0]["train"]["shards"]] == [
       s["sha256"] for s in runs[1]["train"]["shards"]]
   assert runs[0]["source_stats"] == runs[1]["source_stats"]
-  stats = cpd.sources.SourceStats()
-  split = list(cpd.sources.iter_documents(str(raw), stats, "raw"))
+  stats = sources.SourceStats()
+  split = list(sources.iter_documents(str(raw), stats, "raw"))
   assert len(split) == 4 and stats.as_dict() == runs[1]["source_stats"]
   assert stats.sentences > 4 * 20  # paragraphs really were split

@@ -18,6 +18,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from bert_jax import input_pipeline as ip
+from bert_jax import manifest as manifest_lib
 from bert_jax import masking
 from bert_jax import records
 
@@ -388,7 +389,7 @@ def test_tf1_tfrecords_are_converted_and_train_here(tmp_path):
   out = str(tmp_path / "converted")
   ip.main([f"--input_file={src}/*.tfrecord", f"--output_dir={out}",
            f"--vocab_file={vocab}"])
-  manifest = ip.read_manifest(out)
+  manifest = manifest_lib.read(out)
   assert manifest["options"] == {"objective": "mlm_nsp",
                                  "max_seq_length": 16,
                                  "max_predictions_per_seq": 4,
@@ -448,7 +449,7 @@ def test_a_bad_record_in_a_shard_is_named(tmp_path):
 
 
 def test_reads_data_made_by_create_pretraining_data(data_dir):
-  manifest = ip.read_manifest(data_dir)
+  manifest = manifest_lib.read(data_dir)
   paths = ip.find_shards(data_dir)
   assert [os.path.basename(p) for p in paths] == [
       s["file"] for s in manifest["train"]["shards"]]

@@ -8,13 +8,13 @@ import os
 import numpy as np
 import pytest
 
-from bert_jax import create_pretraining_data as cpd
 from bert_jax import input_pipeline
 from bert_jax import masking
 from bert_jax import pretraining_data as pd
 from bert_jax import records
 from bert_jax import sources
 from bert_jax import tokenization
+from tests import tf1_reference
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VOCAB = os.path.join(ROOT, "data/vocab/bert-base-uncased-vocab.txt")
@@ -45,52 +45,6 @@ def _instances(docs, vocab, **kw):
   return pd.unbatch(pd.create_instances(docs, opts, vocab, seed=7))
 
 
-def _tf1_document(all_docs, doc_index, max_seq_length, short_seq_prob, rng):
-  """google-research/bert `create_instances_from_document`, on token lists,
-  stopping before truncation: (tokens_a, tokens_b, is_random) per instance.
-  """
-  document = all_docs[doc_index]
-  max_num_tokens = max_seq_length - 3
-  target_seq_length = max_num_tokens
-  if rng.random() < short_seq_prob:
-    target_seq_length = rng.randint(2, max_num_tokens)
-  instances, current_chunk, current_length, i = [], [], 0, 0
-  while i < len(document):
-    segment = document[i]
-    current_chunk.append(segment)
-    current_length += len(segment)
-    if i == len(document) - 1 or current_length >= target_seq_length:
-      if current_chunk:
-        a_end = 1
-        if len(current_chunk) >= 2:
-          a_end = rng.randint(1, len(current_chunk) - 1)
-        tokens_a = [t for s in current_chunk[:a_end] for t in s]
-        tokens_b = []
-        if len(current_chunk) == 1 or rng.random() < 0.5:
-          is_random_next = True
-          target_b_length = target_seq_length - len(tokens_a)
-          for _ in range(10):
-            random_document_index = rng.randint(0, len(all_docs) - 1)
-            if random_document_index != doc_index:
-              break
-          random_document = all_docs[random_document_index]
-          random_start = rng.randint(0, len(random_document) - 1)
-          for j in range(random_start, len(random_document)):
-            tokens_b.extend(random_document[j])
-            if len(tokens_b) >= target_b_length:
-              break
-          num_unused_segments = len(current_chunk) - a_end
-          i -= num_unused_segments
-        else:
-          is_random_next = False
-          for j in range(a_end, len(current_chunk)):
-            tokens_b.extend(current_chunk[j])
-        instances.append((tokens_a, tokens_b, is_random_next))
-      current_chunk, current_length = [], 0
-    i += 1
-  return instances
-
-
 def test_offset_algorithm_is_tf1_draw_for_draw(kjv_docs):
   import random  # pylint: disable=g-import-not-at-top
   docs = [[s.tolist() for s in d] for d in kjv_docs[:120]]
@@ -99,7 +53,8 @@ def test_offset_algorithm_is_tf1_draw_for_draw(kjv_docs):
     opts = pd.DataOptions(short_seq_prob=short)
     ref_rng, rng = random.Random(3), random.Random(3)
     for index in range(len(docs)):
-      want = _tf1_document(docs, index, 128, short, ref_rng)
+      want = tf1_reference.create_instances_from_document(
+          docs, index, 128, short, ref_rng)
       spans = pd.Spans()
       pd.nsp_spans(bounds, index, opts, rng, spans)
       a_start, a_len, b_start, b_len, label = spans.arrays()
@@ -268,8 +223,8 @@ def _make(tmp_path, name, inputs, **kw):
   opts = pd.DataOptions(max_seq_length=64, max_predictions_per_seq=10,
                         dupe_factor=1, **kw.pop("opts", {}))
   out = str(tmp_path / name)
-  return out, cpd.create_pretraining_data(inputs, out, VOCAB, opts=opts,
-                                          num_shards=2, **kw)
+  return out, pd.create_pretraining_data(inputs, out, VOCAB, opts=opts,
+                                         num_shards=2, **kw)
 
 
 def test_determinism_formats_and_tf_parsing(tmp_path):
@@ -336,9 +291,9 @@ def test_bad_input_summary_and_errors(tmp_path):
   assert not [f for f in os.listdir(tmp_path / "none")
               if f.endswith(".array_record")]
   with pytest.raises(FileNotFoundError, match="vocab file not found"):
-    cpd.create_pretraining_data(str(bad), str(tmp_path / "x"),
-                                str(tmp_path / "missing_vocab.txt"),
-                                opts=pd.DataOptions())
+    pd.create_pretraining_data(str(bad), str(tmp_path / "x"),
+                               str(tmp_path / "missing_vocab.txt"),
+                               opts=pd.DataOptions())
   with pytest.raises(FileNotFoundError, match="no file matches"):
     _make(tmp_path, "y", str(tmp_path / "nothing*.txt"))
   with pytest.raises(FileExistsError, match="already holds manifest.json"):

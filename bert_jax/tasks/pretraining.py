@@ -25,10 +25,10 @@ from flax import nnx
 
 from bert_jax import heads
 from bert_jax import input_pipeline
+from bert_jax import manifest as manifest_lib
 from bert_jax import model as model_lib
 from bert_jax import pretrained
 from bert_jax import pretraining_data
-from bert_jax import create_pretraining_data as cpd  # TODO(one-home): moving
 from bert_jax import sources
 from bert_jax.tasks import base
 
@@ -120,7 +120,7 @@ def prepare_data(config, workdir: str, seq_len: int, num_pred: int,
   from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
   data_dir = data_dir or os.path.join(workdir, f"data_{seq_len}")
   if (jax.process_index() == 0 and not os.path.exists(
-      os.path.join(data_dir, input_pipeline.MANIFEST))):
+      os.path.join(data_dir, manifest_lib.FILENAME))):
     d = config.data
     opts = pretraining_data.DataOptions(
         max_seq_length=seq_len, max_predictions_per_seq=num_pred,
@@ -129,7 +129,7 @@ def prepare_data(config, workdir: str, seq_len: int, num_pred: int,
         mask_ratios=tuple(d.mask_ratios), whole_word_mask=d.whole_word_mask,
         dynamic_masking=d.dynamic_masking)
     logging.info("preparing pre-training data in %s", data_dir)
-    m = cpd.create_pretraining_data(
+    m = pretraining_data.create_pretraining_data(
         d.input_file, data_dir, d.vocab_file, d.do_lower_case, opts=opts,
         random_seed=config.seed, num_workers=d.num_workers,
         num_shards=d.num_shards, eval_fraction=d.eval_fraction)
@@ -157,7 +157,7 @@ def _masking_spec(config, manifest, num_pred):
 def make_iterator(config, data_dir: str, split: str, batch: int, seq_len: int,
                   num_pred: int, batch_sharding, *, shuffle=True,
                   num_epochs=None) -> input_pipeline.GlobalBatchIterator:
-  manifest = input_pipeline.read_manifest(data_dir)
+  manifest = manifest_lib.read(data_dir)
   ds = input_pipeline.make_dataset(
       input_pipeline.find_shards(data_dir, split), global_batch_size=batch,
       seed=config.seed, max_seq_length=seq_len, shuffle=shuffle,
@@ -204,7 +204,7 @@ class PretrainingTask(base.Task):
           f"config.phase2_start_step={config.phase2_start_step} must be in "
           "[0, num_train_steps) (0 = one phase)")
     if not config.data.data_dir or not os.path.exists(
-        os.path.join(config.data.data_dir, input_pipeline.MANIFEST)):
+        os.path.join(config.data.data_dir, manifest_lib.FILENAME)):
       pattern = config.data.input_file
       try:
         sources.expand_inputs(pattern)
@@ -231,7 +231,7 @@ class PretrainingTask(base.Task):
                            config.data.phase2_data_dir)
       self._phases.append((data2, seq2, pred2,
                            config.phase2_train_batch_size))
-    self._manifest = input_pipeline.read_manifest(data1)
+    self._manifest = manifest_lib.read(data1)
     self._vocab_size = (self._manifest["vocab"]["size"] if self._manifest
                         else None)
 
