@@ -8,7 +8,6 @@ import pytest
 
 from bert_jax import optimizer as optimizer_lib
 from bert_jax import pretrained
-from bert_jax import train
 from bert_jax.tasks import pretraining
 from tests import test_train
 

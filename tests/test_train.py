@@ -12,7 +12,6 @@ import sys
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -46,12 +45,7 @@ def tiny_config(data_dir="", **overrides):
   c.data.eval_fraction = 0.2
   c.data.num_workers = 1
   c.data.num_shards = 2
-  for k, v in overrides.items():
-    target = c
-    *path, last = k.split(".")
-    for p in path:
-      target = target[p]
-    target[last] = v
+  c.update_from_flattened_dict(overrides)
   c.lock()
   return c
 
