@@ -1,0 +1,1 @@
+"""Launch tools: `python -m launch.tpu` (Cloud TPU VMs); shell scripts here."""
