@@ -722,31 +722,70 @@ def export_hf(cfg: BertConfig, params: Params, vocab_file: str | None,
   fine-tuning classes use it). Existing files of those names in `out_dir`
   are replaced.
   """
-  from safetensors.numpy import save_file  # pylint: disable=g-import-not-at-top
   params = check_params(cfg, jax_to_numpy(params), out_dir, "hf")
   tensors = to_hf_tensors(cfg, params)
   has_mlm = "cls.predictions.bias" in tensors
   has_nsp = "cls.seq_relationship.bias" in tensors
   architecture = _hf_architecture(cfg, has_mlm, has_nsp, out_dir)
-  os.makedirs(out_dir, exist_ok=True)
   if has_mlm:
     # transformers ties these to the embedding and the output bias; writing
     # them keeps loaders that do not tie happy too.
     tensors["cls.predictions.decoder.weight"] = tensors[
         "bert.embeddings.word_embeddings.weight"]
     tensors["cls.predictions.decoder.bias"] = tensors["cls.predictions.bias"]
+  return _write_hf(cfg, tensors, vocab_file, out_dir,
+                   {"architectures": [architecture]})
+
+
+def _write_hf(cfg: BertConfig, tensors: dict[str, np.ndarray],
+              vocab_file: str | None, out_dir: str, extra: dict) -> str:
+  """model.safetensors, config.json (cfg's keys + `extra`) and vocab."""
+  from safetensors.numpy import save_file  # pylint: disable=g-import-not-at-top
+  os.makedirs(out_dir, exist_ok=True)
   save_file(tensors, os.path.join(out_dir, "model.safetensors"),
             metadata={"format": "pt"})
   config = cfg.to_json_dict() | {
       "model_type": "bert",
-      "architectures": [architecture],
       "pad_token_id": 0,
       "position_embedding_type": "absolute",
-  }
+  } | extra
   with open(os.path.join(out_dir, "config.json"), "w") as f:
     json.dump(config, f, indent=2)
   _copy_vocab(vocab_file, out_dir)
   return out_dir
+
+
+def export_hf_classifier(cfg: BertConfig, params: Params,
+                         vocab_file: str | None, out_dir: str, *,
+                         labels: Sequence[str] | None) -> str:
+  """A fine-tuned sequence classifier for transformers.
+
+  `params` = {'bert': encoder, 'classifier': {'kernel', 'bias'}} (the
+  layout of `heads.BertForSequenceClassification`); `labels` in id order,
+  or None for a regression model (one output, STS-B).
+  `BertForSequenceClassification.from_pretrained(out_dir)` loads it with no
+  missing or unexpected keys.
+  """
+  params = jax_to_numpy(params)
+  encoder = check_params(cfg, {"bert": params["bert"]}, out_dir, "hf")
+  tensors = to_hf_tensors(cfg, encoder)
+  kernel = np.asarray(params["classifier"]["kernel"], np.float32)
+  tensors["classifier.weight"] = np.ascontiguousarray(kernel.T)
+  tensors["classifier.bias"] = np.asarray(params["classifier"]["bias"],
+                                          np.float32)
+  num_labels = kernel.shape[1]
+  names = list(labels) if labels is not None else ["score"]
+  if len(names) != num_labels:
+    raise ValueError(f"{out_dir}: {len(names)} labels for a classifier with "
+                     f"{num_labels} outputs")
+  return _write_hf(cfg, tensors, vocab_file, out_dir, {
+      "architectures": ["BertForSequenceClassification"],
+      "num_labels": num_labels,
+      "id2label": {str(i): n for i, n in enumerate(names)},
+      "label2id": {n: i for i, n in enumerate(names)},
+      "problem_type": ("regression" if labels is None
+                       else "single_label_classification"),
+  })
 
 
 # -- export to Google's TF1 format --------------------------------------------

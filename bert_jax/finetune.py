@@ -1,0 +1,222 @@
+"""What every fine-tuning task shares: the starting encoder and the batches.
+
+- `load_encoder(config)`: the encoder named by `config.init_checkpoint`, in
+  any format `bert_jax.pretrained` reads (bert_jax, Hugging Face, Google's
+  TF1, or a pre-training workdir), with the job's dropout / dtype / layer
+  settings; causal (left-to-right) checkpoints stay causal. With no
+  checkpoint the encoder is freshly initialised from `config.model.preset`
+  (for ablations that start from scratch).
+- `FeatureBatches`: an in-memory grain dataset of feature arrays (every
+  fine-tuning set fits in host memory). Training: a stream of shuffled
+  epochs, batch s a function of (seed, s), so a resumed run sees exactly
+  the batches it would have seen; TF1's step count int(N * epochs / B).
+  Evaluation: every example exactly once, in length order, the last batch
+  padded with rows of `example_index` -1 (which metrics drop). Each batch
+  is cut to its longest row, rounded up to `pad_to_multiple_of` (dynamic
+  padding: short-sentence tasks do not pay for max_seq_length; attention
+  masks make the padding length invisible to the model).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import grain
+import jax
+import ml_collections
+import numpy as np
+
+from bert_jax import model as model_lib
+from bert_jax import pretrained
+
+# Feature arrays whose last axis is the sequence (cut by dynamic padding).
+SEQUENCE_FEATURES = ("input_ids", "input_mask", "segment_ids",
+                     "label_ids", "label_weights", "position_ids")
+
+
+@dataclasses.dataclass
+class Encoder:
+  """The encoder a fine-tuning run starts from."""
+  config: model_lib.BertConfig
+  params: Mapping[str, Any] | None  # BertModel params; None: fresh
+  vocab_file: str
+  report: str  # one line for the console and results.json
+
+
+def _model_overrides(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  m = config.model
+  return dict(hidden_dropout_prob=m.hidden_dropout_prob,
+              attention_dropout_prob=m.attention_dropout_prob, dtype=m.dtype,
+              remat_policy=m.remat_policy, scan_layers=m.scan_layers,
+              attention_impl=m.attention_impl or None)
+
+
+def load_encoder(config: ml_collections.ConfigDict) -> Encoder:
+  """The starting encoder; errors name `config.init_checkpoint`."""
+  path = config.init_checkpoint
+  overrides = _model_overrides(config)
+  if not path:
+    vocab = config.vocab_file
+    if not vocab:
+      raise ValueError("config.vocab_file is needed when "
+                       "config.init_checkpoint is empty")
+    from bert_jax import tokenization  # pylint: disable=g-import-not-at-top
+    size = tokenization.create_tokenizer(vocab, config.do_lower_case
+                                         ).vocab_size
+    if config.model.hidden_act:
+      overrides["hidden_act"] = config.model.hidden_act
+    cfg = model_lib.BertConfig.from_preset(config.model.preset,
+                                           vocab_size=size, **overrides)
+    return Encoder(cfg, None, vocab, "no init_checkpoint: the encoder is "
+                   f"freshly initialised ({config.model.preset})")
+  if config.model.hidden_act:
+    overrides["hidden_act"] = config.model.hidden_act
+  cfg, params, report = pretrained.load_pretrained(path, task="encoder",
+                                                   **overrides)
+  vocab = config.vocab_file or pretrained.find_vocab(path)
+  if not vocab:
+    raise ValueError(f"config.init_checkpoint={path!r} has no vocab.txt "
+                     "beside it; pass config.vocab_file")
+  return Encoder(cfg, pretrained.jax_to_numpy(params), vocab, str(report))
+
+
+def check_vocab(encoder: Encoder, tokenizer) -> None:
+  """The tokenizer's ids must index the checkpoint's embedding table."""
+  if tokenizer.vocab_size > encoder.config.vocab_size:
+    raise ValueError(
+        f"config.vocab_file={encoder.vocab_file!r} has "
+        f"{tokenizer.vocab_size} entries, but the checkpoint's embedding "
+        f"table has {encoder.config.vocab_size} rows: another vocabulary")
+
+
+def num_train_steps(num_examples: int, batch_size: int,
+                    epochs: float) -> int:
+  """TF1 run_classifier's int(len(train_examples) / batch * epochs)."""
+  return int(num_examples / batch_size * epochs)
+
+
+class FeatureBatches(grain.MapDataset):
+  """Element s: this host's rows of global batch s, dynamically padded."""
+
+  def __init__(self, features: Mapping[str, np.ndarray], *,
+               global_batch_size: int, seed: int, train: bool,
+               num_epochs: float = 1.0, pad_to_multiple_of: int = 32,
+               process_index: int | None = None,
+               process_count: int | None = None):
+    super().__init__()
+    self._features = {k: np.asarray(v) for k, v in features.items()}
+    n = len(self._features["input_ids"])
+    if n == 0:
+      raise ValueError("no examples to make batches from")
+    process_index = (jax.process_index() if process_index is None
+                     else process_index)
+    process_count = (jax.process_count() if process_count is None
+                     else process_count)
+    if global_batch_size <= 0 or global_batch_size % process_count:
+      raise ValueError(f"global batch size {global_batch_size} is not a "
+                       f"positive multiple of the {process_count} processes")
+    self.num_examples = n
+    self.global_batch_size = global_batch_size
+    self.local_batch_size = global_batch_size // process_count
+    self.process_index = process_index
+    self.seed = seed
+    self.train = train
+    self.pad_to_multiple_of = pad_to_multiple_of
+    mask = self._features["input_mask"]
+    self._lengths = mask.reshape(n, -1, mask.shape[-1]).sum(-1).max(-1)
+    self.max_seq_length = mask.shape[-1]
+    if train:
+      epochs = int(np.ceil(num_epochs))
+      order = grain.MapDataset.range(n).shuffle(seed=seed).repeat(epochs)
+      self._order = order
+      self._len = num_train_steps(n, global_batch_size, num_epochs)
+      if self._len == 0:
+        raise ValueError(f"{n} training examples x {num_epochs} epochs "
+                         f"cannot fill one batch of {global_batch_size}")
+    else:
+      # Length order: batches of similar lengths pad least.
+      self._order = np.argsort(self._lengths, kind="stable")
+      self._len = -(-n // global_batch_size)
+
+  def __len__(self) -> int:
+    return self._len
+
+  def __str__(self) -> str:
+    return (f"FeatureBatches({self.num_examples} examples, batch "
+            f"{self.global_batch_size}, {'train' if self.train else 'eval'})")
+
+  def fingerprint(self) -> dict[str, Any]:
+    return {"seed": self.seed, "num_records": self.num_examples,
+            "global_batch_size": self.global_batch_size,
+            "shuffle": self.train}
+
+  def _indices(self, step: int) -> np.ndarray:
+    """Example indices of global batch `step` (-1: a padding row)."""
+    start = step * self.global_batch_size
+    positions = range(start, start + self.global_batch_size)
+    if self.train:
+      return np.array([self._order[q] for q in positions], np.int64)
+    return np.array([self._order[q] if q < self.num_examples else -1
+                     for q in positions], np.int64)
+
+  def __getitem__(self, index):
+    if isinstance(index, slice):
+      return self.slice(index)
+    if not 0 <= index < self._len:
+      raise IndexError(f"step {index} out of range [0, {self._len})")
+    idx = self._indices(index)
+    real = idx >= 0
+    # One length for the global batch, so every host cuts alike.
+    longest = int(self._lengths[idx[real]].max())
+    m = self.pad_to_multiple_of
+    length = min(self.max_seq_length, -(-longest // m) * m)
+    lo = self.process_index * self.local_batch_size
+    mine = idx[lo:lo + self.local_batch_size]
+    take = np.where(mine >= 0, mine, 0)
+    out = {}
+    for k, v in self._features.items():
+      x = v[take]
+      if k in SEQUENCE_FEATURES:
+        x = x[..., :length]
+      if not self.train:
+        x = np.where((mine >= 0).reshape((-1,) + (1,) * (x.ndim - 1)), x,
+                     np.zeros_like(x))
+      out[k] = np.ascontiguousarray(x)
+    out["example_index"] = mine.astype(np.int32)
+    return out
+
+
+def iterator(dataset: FeatureBatches, batch_sharding, prefetch: int = 4):
+  from bert_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+  return input_pipeline.GlobalBatchIterator(
+      dataset, batch_sharding, num_threads=1, prefetch=prefetch)
+
+
+def gather_predictions(outputs: list[Mapping[str, np.ndarray]],
+                       num_examples: int, key: str = "logits"
+                       ) -> np.ndarray:
+  """Per-example outputs in example order; each example exactly once."""
+  index = np.concatenate([np.asarray(o["example_index"]) for o in outputs])
+  values = np.concatenate([np.asarray(o[key]) for o in outputs])
+  keep = index >= 0
+  index, values = index[keep], values[keep]
+  if len(index) != num_examples or len(np.unique(index)) != num_examples:
+    raise RuntimeError(f"evaluation saw {len(np.unique(index))} distinct of "
+                       f"{num_examples} examples ({len(index)} rows)")
+  out = np.empty((num_examples,) + values.shape[1:], values.dtype)
+  out[index] = values
+  return out
+
+
+def write_tsv(path: str, header: list[str], rows) -> str:
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  tmp = path + ".tmp"
+  with open(tmp, "w", encoding="utf-8") as f:
+    f.write("\t".join(header) + "\n")
+    for row in rows:
+      f.write("\t".join(str(x) for x in row) + "\n")
+  os.replace(tmp, path)
+  return path

@@ -1,0 +1,105 @@
+"""Fine-tuning configs: `--config=configs/finetune.py:TASK`.
+
+TASK is a GLUE task (`cola sst2 mrpc stsb qqp mnli qnli rte wnli`) or
+`custom` (a labelled TSV set, see bert_jax/tasks/glue.py), or named
+arguments: `configs/finetune.py:task=mnli,model=large,dtype=bfloat16`
+(`model` is the preset used when no init_checkpoint is given; `dtype` the
+compute dtype).
+
+The top level keeps the original `run_classifier.py` flag names on
+purpose, so BERT users find what they know: init_checkpoint, data_dir,
+vocab_file (default: the checkpoint's), do_lower_case, max_seq_length,
+train_batch_size, eval_batch_size, learning_rate, num_train_epochs,
+warmup_proportion, seed. The paper's GLUE recipe: batch 32, 3 epochs, lr
+the best of {5e-5, 4e-5, 3e-5, 2e-5} on dev (`python -m
+bert_jax.finetune_grid`), dropout 0.1, warmup 10%.
+"""
+
+import ml_collections
+
+GLUE = ("cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli")
+TASKS = (*GLUE, "custom")
+_ARGS = ("task", "model", "dtype")
+
+
+def parse_arg(arg: str) -> dict[str, str]:
+  """'mnli' or 'task=mnli,model=large' -> {'task': 'mnli', ...}."""
+  if "=" not in arg:
+    return {"task": arg}
+  out = {}
+  for part in arg.split(","):
+    key, sep, value = part.partition("=")
+    if not sep or key not in _ARGS:
+      raise ValueError(f"bad finetune config argument {part!r}; expected "
+                       f"KEY=VALUE with KEY in {', '.join(_ARGS)}")
+    out[key] = value
+  return out
+
+
+def base() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.task = "mrpc"
+  # The original's flags.
+  c.init_checkpoint = ""  # bert_jax / HF / TF1 checkpoint or pre-training workdir
+  c.data_dir = ""
+  c.vocab_file = ""  # "": the checkpoint's vocab.txt
+  c.do_lower_case = True
+  c.max_seq_length = 128
+  c.train_batch_size = 32
+  c.eval_batch_size = 32
+  c.learning_rate = 2e-5
+  c.num_train_epochs = 3.0
+  c.warmup_proportion = 0.1
+  c.seed = 42
+  # A custom set's labels, in id order; (): labels.txt or the train labels.
+  c.labels = ()
+  # Dynamic padding: each batch is cut to its longest row, rounded up.
+  c.pad_to_multiple_of = 32
+
+  c.model = ml_collections.ConfigDict()
+  c.model.preset = "base"  # only when init_checkpoint is empty
+  c.model.hidden_act = ""  # "": the checkpoint's
+  c.model.hidden_dropout_prob = 0.1
+  c.model.attention_dropout_prob = 0.1
+  # TF1 fine-tunes in float32; bfloat16 is faster on TPUs and GPUs.
+  c.model.dtype = "float32"
+  c.model.remat_policy = "none"
+  c.model.scan_layers = False  # unrolled: faster on CPUs and GPUs
+  c.model.attention_impl = ""
+
+  c.optimizer = ml_collections.ConfigDict()
+  c.optimizer.name = "adamw"  # adamw | adamw_tf1 | lamb
+  c.optimizer.b1 = 0.9
+  c.optimizer.b2 = 0.999
+  c.optimizer.eps = 1e-6
+  c.optimizer.weight_decay = 0.01
+  c.optimizer.clip_norm = 1.0
+  c.optimizer.grad_accum_steps = 1
+
+  c.mesh = ml_collections.ConfigDict()
+  c.mesh.ici_shape = (-1, 1, 1)  # (data, fsdp, tensor)
+  c.mesh.dcn_shape = (1, 1, 1)
+  c.mesh.rules = ()
+
+  c.log_every_steps = 50
+  c.eval_every_steps = 0  # 0: evaluate on dev at the end only
+  c.save_checkpoints_steps = 1000
+  c.keep_checkpoints = 2
+  c.export = True  # the fine-tuned model for transformers at the end
+  return c
+
+
+def get_config(arg: str = "mrpc") -> ml_collections.ConfigDict:
+  args = parse_arg(arg or "mrpc")
+  task = args.get("task", "mrpc")
+  if task not in TASKS:
+    raise ValueError(f"unknown fine-tuning task {task!r}; known: "
+                     f"{', '.join(TASKS)}")
+  c = base()
+  c.task = task
+  if "model" in args:
+    c.model.preset = args["model"]
+  if "dtype" in args:
+    c.model.dtype = args["dtype"]
+  c.lock()
+  return c

@@ -1,0 +1,313 @@
+"""Fine-tuning: batches, the GLUE job end to end, parity with transformers."""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from bert_jax import finetune
+from bert_jax import finetune_grid
+from bert_jax import train
+from configs import finetune as finetune_configs
+from tests import test_train
+
+ROOT = test_train.ROOT
+POSITIVE = ("good", "happy", "love", "great", "kind")
+NEGATIVE = ("bad", "sad", "hate", "evil", "cruel")
+FILLER = ("the", "a", "of", "and", "man", "house", "day", "night", "said",
+          "went")
+
+
+def write_sst2(directory, n_train=320, n_dev=37, seed=0):
+  """SST-2's layout (`sentence\\tlabel`; test `index\\tsentence`) with a
+  signal a small model learns in seconds: one positive or negative word
+  among filler words of varying length."""
+  rng = random.Random(seed)
+  os.makedirs(directory, exist_ok=True)
+
+  def sentence(label):
+    words = [rng.choice(FILLER) for _ in range(rng.randint(2, 20))]
+    words.insert(rng.randrange(len(words) + 1),
+                 rng.choice(POSITIVE if label else NEGATIVE))
+    return " ".join(words)
+
+  for split, n in (("train", n_train), ("dev", n_dev)):
+    with open(os.path.join(directory, f"{split}.tsv"), "w") as f:
+      f.write("sentence\tlabel\n")
+      for _ in range(n):
+        label = rng.randint(0, 1)
+        f.write(f"{sentence(label)}\t{label}\n")
+  with open(os.path.join(directory, "test.tsv"), "w") as f:
+    f.write("index\tsentence\n")
+    for i in range(11):
+      f.write(f"{i}\t{sentence(i % 2)}\n")
+  return str(directory)
+
+
+def tiny_finetune_config(init_checkpoint, data_dir, task="sst2", **overrides):
+  c = finetune_configs.get_config(task)
+  c.unlock()
+  c.init_checkpoint = init_checkpoint
+  c.data_dir = data_dir
+  c.max_seq_length = 32
+  c.train_batch_size = 16
+  c.eval_batch_size = 16
+  c.learning_rate = 1e-3
+  c.num_train_epochs = 3.0
+  c.log_every_steps = 10
+  c.save_checkpoints_steps = 10
+  c.model.hidden_dropout_prob = 0.0
+  c.model.attention_dropout_prob = 0.0
+  c.update_from_flattened_dict(overrides)
+  c.lock()
+  return c
+
+
+@pytest.fixture(scope="module")
+def pretrained_workdir(data_dir, tmp_path_factory):
+  """A short pre-training run (its exported model starts the fine-tuning)."""
+  workdir = str(tmp_path_factory.mktemp("pretrain"))
+  config = test_train.tiny_config(data_dir)
+  train.train_and_evaluate(config, workdir)
+  return os.path.join(workdir, "export", "bert_jax")
+
+
+def test_feature_batches_cover_each_eval_example_once():
+  n, length = 37, 24
+  rng = np.random.default_rng(0)
+  lengths = rng.integers(3, length + 1, n)
+  mask = (np.arange(length)[None] < lengths[:, None]).astype(np.int32)
+  features = {"input_ids": mask * 7, "input_mask": mask,
+              "segment_ids": np.zeros_like(mask),
+              "labels": np.arange(n, dtype=np.int32)}
+  seen = []
+  for p in range(2):  # two hosts, each with its half of every batch
+    ds = finetune.FeatureBatches(features, global_batch_size=8, seed=0,
+                                 train=False, pad_to_multiple_of=8,
+                                 process_index=p, process_count=2)
+    assert len(ds) == 5  # ceil(37 / 8)
+    for s in range(len(ds)):
+      b = ds[s]
+      real = b["example_index"] >= 0
+      seen += list(b["example_index"][real])
+      # Rows are the examples', cut to the batch's longest (rounded to 8).
+      np.testing.assert_array_equal(b["labels"][real],
+                                    b["example_index"][real])
+      assert b["input_ids"].shape[1] % 8 == 0
+      assert b["input_ids"].shape[1] >= lengths[b["example_index"][real]].max()
+      assert not b["input_mask"][~real].any()
+  assert sorted(seen) == list(range(n))
+
+
+def test_feature_batches_train_stream_is_a_function_of_seed_and_step():
+  n = 50
+  mask = np.ones((n, 8), np.int32)
+  features = {"input_ids": np.arange(n)[:, None] * mask, "input_mask": mask,
+              "segment_ids": 0 * mask}
+  ds = finetune.FeatureBatches(features, global_batch_size=16, seed=3,
+                               train=True, num_epochs=3)
+  assert len(ds) == int(50 / 16 * 3)  # TF1's step count
+  first = [ds[s]["input_ids"][:, 0] for s in range(len(ds))]
+  again = finetune.FeatureBatches(features, global_batch_size=16, seed=3,
+                                  train=True, num_epochs=3)
+  np.testing.assert_array_equal(first[5], again[5]["input_ids"][:, 0])
+  # Each epoch is a permutation: the first 50 stream positions hold every
+  # example once.
+  stream = np.concatenate(first)
+  assert sorted(stream[:50]) == list(range(50))
+
+
+def test_glue_finetune_learns_exports_and_matches_transformers(
+    pretrained_workdir, tmp_path):
+  data = write_sst2(tmp_path / "SST-2")
+  workdir = str(tmp_path / "ft")
+  config = tiny_finetune_config(pretrained_workdir, data)
+  results = train.train_and_evaluate(config, workdir)
+  # 320 examples x 3 epochs / 16.
+  assert results["steps"] == 60
+  assert results["task"] == "sst2"
+  assert results["eval_accuracy"] > 0.9, results  # chance: 0.5
+  assert set(results) >= {"eval_loss", "train_seconds",
+                          "examples_per_second", "predictions"}
+  with open(os.path.join(workdir, "results.json")) as f:
+    assert json.load(f)["eval_accuracy"] == results["eval_accuracy"]
+  # Dev predictions: one row per example; the test split's GLUE file.
+  dev = open(results["predictions"]["dev"]).read().splitlines()
+  assert dev[0] == "guid\tprediction\tlabel" and len(dev) == 1 + 37
+  sub = open(results["predictions"]["test"]).read().splitlines()
+  assert sub[0] == "index\tprediction" and len(sub) == 1 + 11
+  assert os.path.basename(results["predictions"]["test"]) == "SST-2.tsv"
+  correct = sum(r.split("\t")[1] == r.split("\t")[2] for r in dev[1:])
+  np.testing.assert_allclose(correct / 37, results["eval_accuracy"])
+
+  # The exported model, read by transformers, gives the logits ours gives.
+  _assert_hf_logits_equal(config, workdir, results["checkpoints"]["hf"])
+
+
+def _assert_hf_logits_equal(config, workdir, hf_dir, n=12):
+  """transformers' BertForSequenceClassification on our export == ours."""
+  import torch  # pylint: disable=g-import-not-at-top
+  import transformers  # pylint: disable=g-import-not-at-top
+  hf = transformers.BertForSequenceClassification.from_pretrained(
+      hf_dir).eval()
+  task = train.tasks.from_config(config)
+  task.prepare(workdir)
+  split = task._evals[0]  # pylint: disable=protected-access
+  feats = {k: torch.tensor(v[:n], dtype=torch.long)
+           for k, v in split.features.items() if k != "labels"}
+  with torch.no_grad():
+    theirs = hf(input_ids=feats["input_ids"],
+                attention_mask=feats["input_mask"],
+                token_type_ids=feats["segment_ids"]).logits.numpy()
+  mesh = train.make_mesh(config)
+  fns = train.make_train_step(config, mesh, task=task)
+  _, state, _ = train.checkpoints.Checkpointer(
+      os.path.join(workdir, "checkpoints")).restore_latest(fns.abstract_state)
+  batch = {**{k: v[:n] for k, v in split.features.items()},
+           "example_index": np.arange(n, dtype=np.int32)}
+  with train.sharding.activation_rules(mesh, train.rules_of(config)):
+    ours = np.asarray(jax.jit(lambda p, b: task.eval_outputs(
+        train.nnx.merge(fns.graphdef, p), b)["logits"])(
+            state["params"], batch))
+  np.testing.assert_allclose(ours, theirs, atol=2e-5)
+  return hf, theirs
+
+
+def test_pretraining_workdir_is_an_init_checkpoint(pretrained_workdir):
+  """A pre-training run's workdir starts fine-tuning from its newest
+  checkpoint: the same encoder as the export its end-of-run wrote."""
+  workdir = os.path.dirname(os.path.dirname(pretrained_workdir))
+  config = tiny_finetune_config(workdir, "")
+  from_workdir = finetune.load_encoder(config)
+  from_export = finetune.load_encoder(
+      tiny_finetune_config(pretrained_workdir, ""))
+  assert from_workdir.config == from_export.config
+  leaves = jax.tree.leaves_with_path(from_workdir.params)
+  assert len(leaves) == len(jax.tree.leaves(from_export.params)) > 10
+  for path, a in leaves:
+    b = from_export.params
+    for k in path:
+      b = b[k.key]
+    np.testing.assert_array_equal(a, b, err_msg=str(path))
+  # The vocabulary comes with the workdir (no vocab_file flag needed).
+  assert (open(from_workdir.vocab_file).read()
+          == open(from_export.vocab_file).read())
+
+
+def test_regression_task_matches_transformers(pretrained_workdir, tmp_path):
+  """STS-B: one output, mean squared error, Pearson/Spearman."""
+  rng = random.Random(1)
+  d = tmp_path / "STS-B"
+  d.mkdir()
+  header = ("index\tgenre\tfilename\tyear\told_index\tsource1\tsource2\t"
+            "sentence1\tsentence2\tscore\n")
+  for split, n in (("train", 96), ("dev", 21)):
+    with open(d / f"{split}.tsv", "w") as f:
+      f.write(header)
+      for i in range(n):
+        k = rng.randint(0, 5)
+        a = " ".join(["good"] * k + ["the"] * (5 - k))
+        f.write(f"{i}\tmain\tx\t2012\t{i}\tnone\tnone\t{a}\tthe day\t"
+                f"{k:.3f}\n")
+  config = tiny_finetune_config(pretrained_workdir, str(d), task="stsb",
+                                num_train_epochs=3.0)
+  workdir = str(tmp_path / "ft")
+  results = train.train_and_evaluate(config, workdir)
+  assert {"eval_pearson", "eval_spearman"} <= set(results)
+  assert results["eval_spearman"] > 0.8, results
+  hf, scores = _assert_hf_logits_equal(config, workdir,
+                                       results["checkpoints"]["hf"], n=21)
+  assert hf.config.num_labels == 1 and hf.config.problem_type == "regression"
+  assert scores.shape == (21, 1)
+
+
+def _main(workdir, config_arg, *overrides):
+  return subprocess.Popen(
+      [sys.executable, "-m", "bert_jax.main", f"--config={config_arg}",
+       f"--workdir={workdir}", *overrides],
+      cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _flags(init, data, **extra):
+  flags = {"init_checkpoint": init, "data_dir": data, "max_seq_length": 32,
+           "train_batch_size": 16, "eval_batch_size": 16,
+           "learning_rate": 1e-3, "num_train_epochs": 3.0,
+           "log_every_steps": 5, "save_checkpoints_steps": 5,
+           "export": False, **extra}
+  return [f"--config.{k}={v}" for k, v in flags.items()]
+
+
+def test_killed_finetune_resumes_bitwise(pretrained_workdir, tmp_path):
+  data = write_sst2(tmp_path / "SST-2", n_train=160)
+  flags = _flags(pretrained_workdir, data)
+  whole = str(tmp_path / "whole")
+  proc = _main(whole, "configs/finetune.py:sst2", *flags)
+  out, _ = proc.communicate(timeout=300)
+  assert proc.returncode == 0, out[-3000:]
+  killed = str(tmp_path / "killed")
+  proc = _main(killed, "configs/finetune.py:sst2", *flags)
+  ckpt = os.path.join(killed, "checkpoints", "10")
+  start = time.time()
+  while not os.path.exists(ckpt):
+    assert proc.poll() is None, proc.stdout.read()[-3000:]
+    assert time.time() - start < 240
+    time.sleep(0.05)
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  proc = _main(killed, "configs/finetune.py:sst2", *flags)
+  out, _ = proc.communicate(timeout=300)
+  assert proc.returncode == 0, out[-3000:]
+  assert "resumed from the checkpoint at step" in out
+  a = json.load(open(os.path.join(whole, "results.json")))
+  b = json.load(open(os.path.join(killed, "results.json")))
+  assert a["steps"] == b["steps"] == 30
+  assert a["eval_accuracy"] == b["eval_accuracy"]
+  assert a["eval_loss"] == b["eval_loss"]  # bitwise: the same float
+  assert (open(a["predictions"]["dev"]).read()
+          == open(b["predictions"]["dev"]).read())
+
+
+def test_bad_glue_input_is_one_line(pretrained_workdir, tmp_path):
+  data = write_sst2(tmp_path / "SST-2", n_train=40)
+  with open(os.path.join(data, "train.tsv"), "a") as f:
+    f.write("a sentence with a label outside the set\t7\n")
+  proc = _main(str(tmp_path / "w"), "configs/finetune.py:sst2",
+               *_flags(pretrained_workdir, data))
+  out, _ = proc.communicate(timeout=300)
+  assert proc.returncode != 0
+  assert "Traceback" not in out, out[-3000:]
+  assert "train.tsv:42" in out and "7" in out.splitlines()[-1], out[-2000:]
+  proc = _main(str(tmp_path / "w2"), "configs/finetune.py:sst2",
+               *_flags(pretrained_workdir, str(tmp_path / "nothing")))
+  out, _ = proc.communicate(timeout=300)
+  assert proc.returncode != 0 and "Traceback" not in out
+  assert "config.data_dir" in out.splitlines()[-1]
+
+
+def test_grid_summary_is_mean_and_sample_std():
+  rows = finetune_grid.summarize({(2e-5, 32, 3): [0.8, 0.9, 0.7],
+                                  (5e-5, 32, 3): [0.85, 0.86, 0.87]})
+  assert rows[0]["learning_rate"] == 5e-5  # best mean first
+  np.testing.assert_allclose(rows[0]["mean"], 0.86)
+  np.testing.assert_allclose(rows[1]["std"], 0.1)  # sample std of .8,.9,.7
+  assert finetune_grid.headline_metric("cola") == "eval_matthews_corrcoef"
+
+
+def test_finetune_configs_compose():
+  c = finetune_configs.get_config("task=mnli,model=large,dtype=bfloat16")
+  assert (c.task, c.model.preset, c.model.dtype) == ("mnli", "large",
+                                                     "bfloat16")
+  assert finetune_configs.get_config("cola").task == "cola"
+  with pytest.raises(ValueError, match="unknown fine-tuning task"):
+    finetune_configs.get_config("squad")
+  with pytest.raises(ValueError, match="KEY=VALUE"):
+    finetune_configs.get_config("task=mnli,size=large")
+  with pytest.raises(AttributeError):
+    finetune_configs.get_config("mrpc").nonexistent_key = 1
