@@ -443,7 +443,9 @@ class Encoder(nnx.Module):
 
 class BertOutput(NamedTuple):
   sequence_output: Array  # [B, L, D], the last layer
-  pooled_output: Array  # [B, D], tanh(dense(sequence_output[:, 0]))
+  # [B, D], tanh(dense(sequence_output[:, 0])); causal models: of the last
+  # real (unpadded) position instead.
+  pooled_output: Array
   # [num_layers + 1, B, L, D]: the embeddings output, then every layer; only
   # with output_hidden_states=True.
   hidden_states: Array | None = None
@@ -481,7 +483,15 @@ class BertModel(nnx.Module):
     seq_BxLxD, hidden = self.encoder(
         x_BxLxD, mask_Bx1x1xL, rng=rng_enc,
         output_hidden_states=output_hidden_states)
-    pooled_BxD = jnp.tanh(self.pooler(seq_BxLxD[:, 0]))
+    if cfg.attention == "causal":
+      # Under causal attention [CLS] sees only itself; the last real token
+      # (the final [SEP]) is the one that has read the whole input.
+      last_B = jnp.maximum(jnp.sum(input_mask_BxL, axis=-1) - 1, 0)
+      summary_BxD = jnp.take_along_axis(
+          seq_BxLxD, last_B[:, None, None].astype(jnp.int32), axis=1)[:, 0]
+    else:
+      summary_BxD = seq_BxLxD[:, 0]
+    pooled_BxD = jnp.tanh(self.pooler(summary_BxD))
     if output_hidden_states:
       hidden = jnp.concatenate([x_BxLxD[None], hidden], axis=0)
     return BertOutput(seq_BxLxD, pooled_BxD, hidden)

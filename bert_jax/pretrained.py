@@ -766,6 +766,11 @@ def export_hf_classifier(cfg: BertConfig, params: Params,
   `BertForSequenceClassification.from_pretrained(out_dir)` loads it with no
   missing or unexpected keys.
   """
+  if cfg.attention == "causal":
+    raise ValueError(
+        f"{out_dir}: a causal (LTR) classifier pools its last real token; "
+        "transformers' BertForSequenceClassification pools position 0, so "
+        "it would compute something else; keep the bert_jax checkpoint")
   params = jax_to_numpy(params)
   encoder = check_params(cfg, {"bert": params["bert"]}, out_dir, "hf")
   tensors = to_hf_tensors(cfg, encoder)

@@ -133,6 +133,9 @@ def test_glue_finetune_learns_exports_and_matches_transformers(
   # 320 examples x 3 epochs / 16.
   assert results["steps"] == 60
   assert results["task"] == "sst2"
+  # The pre-training export has no classifier: it starts as the original's.
+  assert ("classifier (2 outputs) freshly initialised: truncated normal, "
+          "stddev 0.02") in results["init"]
   assert results["eval_accuracy"] > 0.9, results  # chance: 0.5
   assert set(results) >= {"eval_loss", "train_seconds",
                           "examples_per_second", "predictions"}
@@ -199,6 +202,52 @@ def test_pretraining_workdir_is_an_init_checkpoint(pretrained_workdir):
   # The vocabulary comes with the workdir (no vocab_file flag needed).
   assert (open(from_workdir.vocab_file).read()
           == open(from_export.vocab_file).read())
+
+
+def test_causal_checkpoint_fine_tunes_causal_and_pools_its_last_token(
+    tmp_path):
+  """An LTR checkpoint stays causal; its classifier reads the last real
+  token (under causal attention [CLS] sees only itself)."""
+  from flax import nnx  # pylint: disable=g-import-not-at-top
+  from bert_jax import heads  # pylint: disable=g-import-not-at-top
+  from bert_jax import model as model_lib  # pylint: disable=g-import-not-at-top
+  from bert_jax import pretrained  # pylint: disable=g-import-not-at-top
+  cfg = model_lib.BertConfig(vocab_size=64, hidden_size=32, num_layers=2,
+                             num_heads=2, intermediate_size=64,
+                             max_position_embeddings=32, attention="causal")
+  params = pretrained.init_params(cfg, nsp=False)
+  vocab = tmp_path / "vocab.txt"
+  vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]",
+                              *(f"w{i}" for i in range(59))]) + "\n")
+  ckpt = pretrained.save_bert_jax(cfg, params, str(vocab),
+                                  str(tmp_path / "ltr"))
+  encoder = finetune.load_encoder(tiny_finetune_config(ckpt, ""))
+  assert encoder.config.attention == "causal"
+
+  model = heads.BertForSequenceClassification(
+      encoder.config.replace(hidden_dropout_prob=0.0,
+                             attention_dropout_prob=0.0), 3,
+      rngs=nnx.Rngs(0))
+  ids = np.array([[2, 7, 8, 9, 3, 0, 0], [2, 7, 8, 3, 0, 0, 0]], np.int32)
+  mask = (ids > 0).astype(np.int32)
+  out = model.bert(ids, None, mask)
+  lengths = mask.sum(1)
+  expected = np.tanh(np.asarray(out.sequence_output)[[0, 1], lengths - 1]
+                     @ np.asarray(model.bert.pooler.kernel[...])
+                     + np.asarray(model.bert.pooler.bias[...]))
+  np.testing.assert_allclose(out.pooled_output, expected, rtol=1e-5,
+                             atol=1e-6)
+  # So the prediction depends on the text, not only on [CLS].
+  other = ids.copy()
+  other[0, 3] = 10
+  assert not np.allclose(model(other, 0 * ids, mask)[0], model(ids, 0 * ids,
+                                                                mask)[0])
+  with pytest.raises(ValueError, match="causal"):
+    pretrained.export_hf_classifier(
+        encoder.config, {"bert": encoder.params,
+                         "classifier": {"kernel": np.zeros((32, 3)),
+                                        "bias": np.zeros(3)}},
+        None, str(tmp_path / "hf"), labels=["a", "b", "c"])
 
 
 def test_regression_task_matches_transformers(pretrained_workdir, tmp_path):

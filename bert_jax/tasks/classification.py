@@ -152,8 +152,8 @@ class ClassificationTask(base.Task):
     if jax.process_index() == 0:
       sizes = ", ".join(f"{s.name} {len(s.examples)}"
                         for s in [self._train, *self._evals, *self._tests])
-      print(f"{self.name}: {sizes} examples; "
-            f"{self.encoder.report}", flush=True)
+      print(f"{self.name}: {sizes} examples; {self.init_report}",
+            flush=True)
 
   # -- the model and objective -------------------------------------------
 
@@ -281,7 +281,7 @@ class ClassificationTask(base.Task):
 
   def finish(self, params, workdir, run_eval):
     out: dict[str, Any] = {"init_checkpoint": self.config.init_checkpoint,
-                           "encoder": self.encoder.report}
+                           "init": self.init_report}
     if self._skipped:
       out["skipped_rows"] = self._skipped
     files = {}
@@ -301,7 +301,12 @@ class ClassificationTask(base.Task):
             self.spec, split.name, [e.guid for e in split.examples], preds,
             os.path.join(workdir, "submission"))
     out["predictions"] = files
-    if self.config.export:
+    if self.config.export and self.model_config().attention == "causal":
+      # Nothing in transformers pools a causal BERT's last token.
+      out["export_skipped"] = ("causal (LTR) classifier: no transformers "
+                               "architecture computes it; the Orbax "
+                               "checkpoint in the workdir is the model")
+    elif self.config.export:
       from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
       params = multihost_utils.process_allgather(params, tiled=True)
       if jax.process_index() == 0:
@@ -311,6 +316,14 @@ class ClassificationTask(base.Task):
             os.path.join(workdir, "export", "hf"),
             labels=None if self.regression else list(self.spec.labels))}
     return out
+
+  @property
+  def init_report(self) -> str:
+    """Where the encoder came from, and what starts fresh (the head)."""
+    std = self.encoder.config.initializer_range
+    return (f"{self.encoder.report}; classifier ({self.num_labels} "
+            f"output{'s' if self.num_labels > 1 else ''}) freshly "
+            f"initialised: truncated normal, stddev {std:g}")
 
   def results_header(self):
     return {"task": self.name}
