@@ -14,12 +14,17 @@
   padded with rows of `example_index` -1 (which metrics drop). Each batch
   is cut to its longest row, rounded up to `pad_to_multiple_of` (dynamic
   padding: short-sentence tasks do not pay for max_seq_length; attention
-  masks make the padding length invisible to the model).
+  masks make the padding length invisible to the model). With
+  `length_bucketing_window=K`, training takes K batches' worth of the
+  stream at a time, sorts it by length, cuts it into K batches and shuffles
+  their order: every example still comes once an epoch (up to the K-batch
+  windows that straddle epochs), and batches pad far less.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -104,6 +109,7 @@ class FeatureBatches(grain.MapDataset):
   def __init__(self, features: Mapping[str, np.ndarray], *,
                global_batch_size: int, seed: int, train: bool,
                num_epochs: float = 1.0, pad_to_multiple_of: int = 32,
+               length_bucketing_window: int = 0,
                process_index: int | None = None,
                process_count: int | None = None):
     super().__init__()
@@ -125,6 +131,10 @@ class FeatureBatches(grain.MapDataset):
     self.seed = seed
     self.train = train
     self.pad_to_multiple_of = pad_to_multiple_of
+    if length_bucketing_window < 0:
+      raise ValueError(f"length_bucketing_window={length_bucketing_window} "
+                       "must be >= 0 (0: off)")
+    self.window = length_bucketing_window if train else 0
     mask = self._features["input_mask"]
     self._lengths = mask.reshape(n, -1, mask.shape[-1]).sum(-1).max(-1)
     self.max_seq_length = mask.shape[-1]
@@ -151,10 +161,27 @@ class FeatureBatches(grain.MapDataset):
   def fingerprint(self) -> dict[str, Any]:
     return {"seed": self.seed, "num_records": self.num_examples,
             "global_batch_size": self.global_batch_size,
-            "shuffle": self.train}
+            "shuffle": self.train, "length_bucketing_window": self.window}
+
+  @functools.lru_cache(maxsize=4)
+  def _window_batches(self, w: int) -> np.ndarray:
+    """[batches, B] example indices of bucketing window w: its stream
+    positions sorted by length, cut into batches, in a shuffled order."""
+    b = self.global_batch_size
+    first = w * self.window
+    count = min(self.window, self._len - first)
+    positions = range(first * b, (first + count) * b)
+    idx = np.array([self._order[q] for q in positions], np.int64)
+    idx = idx[np.argsort(self._lengths[idx], kind="stable")]
+    batches = idx.reshape(count, b)
+    rng = np.random.default_rng([self.seed, w])
+    return batches[rng.permutation(count)]
 
   def _indices(self, step: int) -> np.ndarray:
     """Example indices of global batch `step` (-1: a padding row)."""
+    if self.window:
+      w, slot = divmod(step, self.window)
+      return self._window_batches(w)[slot]
     start = step * self.global_batch_size
     positions = range(start, start + self.global_batch_size)
     if self.train:

@@ -55,6 +55,9 @@ def base() -> ml_collections.ConfigDict:
   c.labels = ()
   # Dynamic padding: each batch is cut to its longest row, rounded up.
   c.pad_to_multiple_of = 32
+  # Length bucketing: batches drawn from windows of this many batches,
+  # sorted by length (0: off, batches as TF1 draws them).
+  c.length_bucketing_window = 0
 
   c.model = ml_collections.ConfigDict()
   c.model.preset = "base"  # only when init_checkpoint is empty

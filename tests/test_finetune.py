@@ -124,6 +124,39 @@ def test_feature_batches_train_stream_is_a_function_of_seed_and_step():
   assert sorted(stream[:50]) == list(range(50))
 
 
+def test_length_bucketing_keeps_epochs_and_pads_less():
+  n, length, b, window = 64, 64, 8, 4
+  rng = np.random.default_rng(1)
+  lengths = rng.integers(3, length + 1, n)
+  mask = (np.arange(length)[None] < lengths[:, None]).astype(np.int32)
+  features = {"input_ids": mask * np.arange(n)[:, None], "input_mask": mask,
+              "segment_ids": 0 * mask}
+
+  def batches(w):
+    ds = finetune.FeatureBatches(features, global_batch_size=b, seed=5,
+                                 train=True, num_epochs=2,
+                                 pad_to_multiple_of=8,
+                                 length_bucketing_window=w)
+    return [ds[s] for s in range(len(ds))]
+
+  plain, bucketed = batches(0), batches(window)
+  assert len(bucketed) == len(plain) == 16
+  for epoch in range(2):  # each epoch holds every example once
+    ids = np.concatenate([x["input_ids"][:, 0] for x in
+                          bucketed[8 * epoch:8 * (epoch + 1)]])
+    assert sorted(ids) == list(range(n))
+  for w in range(0, 16, window):  # a window's batches do not interleave
+    spans = sorted((lengths[x["input_ids"][:, 0]].min(),
+                    lengths[x["input_ids"][:, 0]].max())
+                   for x in bucketed[w:w + window])
+    assert all(a[1] <= c[0] for a, c in zip(spans, spans[1:]))
+  tokens = lambda bs: sum(x["input_ids"].size for x in bs)
+  assert tokens(bucketed) < 0.8 * tokens(plain)
+  again = batches(window)
+  np.testing.assert_array_equal(again[9]["input_ids"],
+                                bucketed[9]["input_ids"])
+
+
 def test_glue_finetune_learns_exports_and_matches_transformers(
     pretrained_workdir, tmp_path):
   data = write_sst2(tmp_path / "SST-2")

@@ -7,6 +7,7 @@ Also the shared helpers for the tests that run the job as a subprocess
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -208,3 +209,50 @@ def test_two_phase_run_switches_sequence_length(data_dir, tmp_path):
   assert results["steps"] == 6
   assert re.search(r"^step 3/6", out, re.M) and re.search(r"^step 4/6", out,
                                                           re.M)
+
+
+def _copy_data(src, dst, edit):
+  shutil.copytree(src, dst)
+  path = os.path.join(dst, "manifest.json")
+  with open(path) as f:
+    manifest = json.load(f)
+  edit(manifest, dst)
+  with open(path, "w") as f:
+    json.dump(manifest, f)
+  return str(dst)
+
+
+def test_preflight_rejects_data_the_run_cannot_use(data_dir, tmp_path):
+  """Before the first step: a missing held-out split, data of another
+  length, a vocabulary that is not on this machine; each one line."""
+  from bert_jax.tasks import base  # pylint: disable=g-import-not-at-top
+
+  def prepare(data, **overrides):
+    task = pretraining.PretrainingTask(
+        tiny_config(data, **overrides))
+    task.prepare(str(tmp_path / "w"))
+    return task
+
+  def no_eval(manifest, d):
+    manifest.pop("eval")
+    for name in os.listdir(d):
+      if name.startswith("eval"):
+        os.remove(os.path.join(d, name))
+
+  data = _copy_data(data_dir, tmp_path / "no_eval", no_eval)
+  with pytest.raises(base.ConfigError, match=r"no held-out split.*--eval_fraction"):
+    prepare(data)
+  with pytest.raises(base.ConfigError,
+                     match="max_seq_length: data 32, run 64"):
+    prepare(data_dir, max_seq_length=64)
+
+  def moved_vocab(manifest, d):
+    del d
+    manifest["vocab"]["file"] = "/elsewhere/corpus-wordpiece-8k.txt"
+
+  data = _copy_data(data_dir, tmp_path / "moved", moved_vocab)
+  # The same file under config.data.vocab_file (checked by its sha256).
+  assert prepare(data, **{"data.vocab_file": VOCAB}).vocab_file == VOCAB
+  other = os.path.join(ROOT, "data/vocab/bert-base-uncased-vocab.txt")
+  with pytest.raises(base.ConfigError, match="not on this machine"):
+    prepare(data, **{"data.vocab_file": other})

@@ -225,7 +225,8 @@ class ClassificationTask(base.Task):
     ds = finetune.FeatureBatches(
         self._train.features, global_batch_size=c.train_batch_size,
         seed=c.seed, train=True, num_epochs=c.num_train_epochs,
-        pad_to_multiple_of=c.pad_to_multiple_of)
+        pad_to_multiple_of=c.pad_to_multiple_of,
+        length_bucketing_window=c.length_bucketing_window)
     self._batch_sharding = batch_sharding
     return base.TrainData(finetune.iterator(ds, batch_sharding),
                           lambda step: (c.train_batch_size,

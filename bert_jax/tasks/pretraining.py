@@ -166,6 +166,60 @@ def make_iterator(config, data_dir: str, split: str, batch: int, seq_len: int,
   return input_pipeline.GlobalBatchIterator(ds, batch_sharding)
 
 
+def preflight(config, data_dir: str, seq_len: int, num_pred: int) -> None:
+  """Checks a data directory against the run before its first step.
+
+  Raises base.ConfigError (one line naming the key or path) when the data
+  was made for another objective or length, or has no held-out split for
+  the evaluations the run will do.
+  """
+  manifest = manifest_lib.read(data_dir)
+  if manifest is None:  # Google's TF1 data: nothing recorded to check
+    return
+  options = manifest.get("options", {})
+  want = {"objective": config.objective, "max_seq_length": seq_len}
+  if config.objective != "ltr":
+    want["max_predictions_per_seq"] = num_pred
+  wrong = [f"{k}: data {options[k]!r}, run {v!r}" for k, v in want.items()
+           if k in options and options[k] != v]
+  if wrong:
+    raise base.ConfigError(
+        f"{data_dir} was made for another run ({'; '.join(wrong)}); make "
+        "data with the run's settings or point config.data.data_dir at it")
+  try:
+    input_pipeline.find_shards(data_dir, "eval")
+  except (FileNotFoundError, ValueError) as e:
+    raise base.ConfigError(
+        f"{data_dir} has no held-out split, which evaluation (every "
+        f"config.eval_every_steps={config.eval_every_steps} steps and at "
+        "the end) needs: make the data with --eval_fraction (e.g. 0.01) "
+        f"({str(e).strip()})") from e
+
+
+def resolve_vocab(config, data_dir: str, manifest) -> str:
+  """The data's vocabulary file, wherever this machine has it.
+
+  The manifest records the absolute path the data was made with; on
+  another machine that path may not exist. Then config.data.vocab_file, or
+  a file of the same name beside the data, serves if its sha256 is the one
+  the manifest recorded.
+  """
+  v = manifest["vocab"]
+  if os.path.isfile(v["file"]):
+    return v["file"]
+  candidates = [config.data.vocab_file,
+                os.path.join(data_dir, os.path.basename(v["file"]))]
+  for path in candidates:
+    if path and os.path.isfile(path) and (
+        "sha256" not in v or manifest_lib.sha256(path) == v["sha256"]):
+      return path
+  raise base.ConfigError(
+      f"{data_dir}: its vocabulary {v['file']} is not on this machine, and "
+      f"neither config.data.vocab_file={config.data.vocab_file!r} nor "
+      f"{candidates[1]} is that file (sha256 {v.get('sha256', '?')[:12]}); "
+      "pass config.data.vocab_file")
+
+
 # -- the task ----------------------------------------------------------------
 
 class PretrainingTask(base.Task):
@@ -179,6 +233,7 @@ class PretrainingTask(base.Task):
     self._phases: list[tuple[str, int, int, int]] = []
     self._vocab_size: int | None = None
     self._manifest: dict[str, Any] | None = None
+    self._vocab_file: str = config.data.vocab_file
 
   def validate(self, check) -> None:
     config = self.config
@@ -231,14 +286,17 @@ class PretrainingTask(base.Task):
                            config.data.phase2_data_dir)
       self._phases.append((data2, seq2, pred2,
                            config.phase2_train_batch_size))
+    for data_dir, seq, pred, _ in self._phases:
+      preflight(config, data_dir, seq, pred)
     self._manifest = manifest_lib.read(data1)
     self._vocab_size = (self._manifest["vocab"]["size"] if self._manifest
                         else None)
+    self._vocab_file = (resolve_vocab(config, data1, self._manifest)
+                        if self._manifest else config.data.vocab_file)
 
   @property
   def vocab_file(self) -> str:
-    m = self._manifest
-    return m["vocab"]["file"] if m else self.config.data.vocab_file
+    return self._vocab_file
 
   def model_config(self, vocab_size: int | None = None
                    ) -> model_lib.BertConfig:

@@ -1,0 +1,246 @@
+"""The PyTorch peer: Hugging Face BERT fine-tuned with the paper's recipe.
+
+Reads a `custom` TSV set (train.tsv, dev.tsv, labels.txt; see
+bench/real_data.py), fine-tunes `BertForSequenceClassification` from a
+Hugging Face checkpoint directory and writes results.json:
+
+    python bench/finetune_peer_hf.py --model_dir=DIR --data_dir=SET \
+        --output=W/results.json --learning_rate=5e-5 --num_train_epochs=3 \
+        --seed=0
+
+The recipe (BERT paper, appendix A.3; TF1 run_classifier):
+  AdamW (torch.optim.AdamW), betas (0.9, 0.999), eps 1e-6, weight decay 0.01
+  except on LayerNorm weights and biases; linear warmup over the first
+  int(0.1 * steps) steps, then linear decay to 0; gradients clipped to global
+  norm 1.0; dropout 0.1 (the checkpoint's config); batch 32.
+  Steps: int(n_train / batch * epochs), as TF1 (and bert_jax) count them,
+  taken from one permutation of the train set per epoch, drawn from the
+  seed; full batches only. max_seq_length 128, pairs truncated
+  longest-first; each batch padded to its longest row (`--pad_to_multiple_of`
+  rounds that up). torch.manual_seed(seed) fixes the new head's init and
+  the dropout masks.
+
+Timed (results.json `train_seconds`, `eval_seconds`): the training loop
+(batch collation, forward, backward, clipping, optimizer and scheduler
+steps) and, separately, dev evaluation (batch 64, model.eval(), no
+gradients). Not timed: imports, reading and tokenising the TSVs, loading the
+checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import platform
+import time
+
+import numpy as np
+import torch
+import transformers
+
+
+def read_tsv(path: str) -> list[dict[str, str]]:
+  """Rows of a custom-set TSV as dicts keyed by its header (no quoting)."""
+  with open(path, encoding="utf-8", newline="") as f:
+    rows = list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+  if not rows:
+    raise ValueError(f"{path}:1: empty file (expected a header row)")
+  header = rows[0]
+  for need in ("text_a", "label"):
+    if need not in header:
+      raise ValueError(f"{path}:1: header {header} has no {need!r} column")
+  out = []
+  for line, fields in enumerate(rows[1:], start=2):
+    if len(fields) != len(header):
+      raise ValueError(f"{path}:{line}: {len(fields)} columns, expected "
+                       f"{len(header)} (as the header has)")
+    out.append(dict(zip(header, fields)))
+  return out
+
+
+def read_labels(data_dir: str) -> list[str]:
+  path = os.path.join(data_dir, "labels.txt")
+  with open(path, encoding="utf-8") as f:
+    labels = [l.strip() for l in f if l.strip()]
+  if len(set(labels)) != len(labels) or not labels:
+    raise ValueError(f"{path}: labels must be distinct and non-empty")
+  return labels
+
+
+def encode(tokenizer, rows, labels, max_seq_length, where):
+  """Token ids, segment ids and label ids, unpadded."""
+  label_ids = {l: i for i, l in enumerate(labels)}
+  text_a = [r["text_a"] for r in rows]
+  text_b = [r["text_b"] for r in rows] if "text_b" in rows[0] else None
+  enc = tokenizer(text_a, text_b, truncation="longest_first",
+                  max_length=max_seq_length, padding=False,
+                  return_attention_mask=False)
+  y = []
+  for i, r in enumerate(rows):
+    if r["label"] not in label_ids:
+      raise ValueError(f"{where}:{i + 2}: label {r['label']!r} is not one of "
+                       f"labels.txt's {labels}")
+    y.append(label_ids[r["label"]])
+  return {"input_ids": enc["input_ids"],
+          "token_type_ids": enc["token_type_ids"],
+          "labels": np.asarray(y, np.int64)}
+
+
+def collate(data, idx, pad_to_multiple_of=1):
+  """One batch of rows `idx`, padded to its longest row."""
+  lengths = [len(data["input_ids"][i]) for i in idx]
+  width = max(lengths)
+  width = -(-width // pad_to_multiple_of) * pad_to_multiple_of
+  ids = np.zeros((len(idx), width), np.int64)
+  types = np.zeros((len(idx), width), np.int64)
+  mask = np.zeros((len(idx), width), np.int64)
+  for row, (i, n) in enumerate(zip(idx, lengths)):
+    ids[row, :n] = data["input_ids"][i]
+    types[row, :n] = data["token_type_ids"][i]
+    mask[row, :n] = 1
+  return {"input_ids": torch.from_numpy(ids),
+          "token_type_ids": torch.from_numpy(types),
+          "attention_mask": torch.from_numpy(mask),
+          "labels": torch.from_numpy(data["labels"][np.asarray(idx)])}
+
+
+def train_order(n, batch_size, epochs, seed):
+  """Batches of row indices: a fresh permutation per epoch, TF1's count."""
+  steps = int(n / batch_size * epochs)
+  rng = np.random.default_rng(seed)
+  order = np.concatenate([rng.permutation(n)
+                          for _ in range(math.ceil(epochs) + 1)])
+  return [order[s * batch_size:(s + 1) * batch_size] for s in range(steps)]
+
+
+def make_optimizer(model, learning_rate, weight_decay, num_steps,
+                   warmup_proportion):
+  decay, no_decay = [], []
+  for name, p in model.named_parameters():
+    (no_decay if name.endswith("bias") or "LayerNorm" in name
+     else decay).append(p)
+  opt = torch.optim.AdamW(
+      [{"params": decay, "weight_decay": weight_decay},
+       {"params": no_decay, "weight_decay": 0.0}],
+      lr=learning_rate, betas=(0.9, 0.999), eps=1e-6)
+  warmup = int(num_steps * warmup_proportion)
+  sched = transformers.get_linear_schedule_with_warmup(opt, warmup,
+                                                       num_steps)
+  return opt, sched, warmup
+
+
+def evaluate(model, data, batch_size, pad_to_multiple_of):
+  model.eval()
+  n = len(data["labels"])
+  correct, loss_sum = 0, 0.0
+  with torch.inference_mode():
+    for start in range(0, n, batch_size):
+      batch = collate(data, list(range(start, min(n, start + batch_size))),
+                      pad_to_multiple_of)
+      out = model(**batch)
+      loss_sum += float(out.loss) * len(batch["labels"])
+      correct += int((out.logits.argmax(-1) == batch["labels"]).sum())
+  return correct / n, loss_sum / n
+
+
+def run(args) -> dict:
+  torch.set_num_threads(args.threads)
+  torch.manual_seed(args.seed)
+  labels = read_labels(args.data_dir)
+  tokenizer = transformers.BertTokenizerFast.from_pretrained(args.model_dir)
+  data = {}
+  for split in ("train", "dev"):
+    path = os.path.join(args.data_dir, f"{split}.tsv")
+    data[split] = encode(tokenizer, read_tsv(path), labels,
+                         args.max_seq_length, path)
+  model = transformers.BertForSequenceClassification.from_pretrained(
+      args.model_dir, num_labels=len(labels))
+  n = len(data["train"]["labels"])
+  batches = train_order(n, args.train_batch_size, args.num_train_epochs,
+                        args.seed)
+  if not batches:
+    raise ValueError(f"{n} training examples cannot fill one batch of "
+                     f"{args.train_batch_size}")
+  opt, sched, warmup = make_optimizer(model, args.learning_rate, 0.01,
+                                      len(batches), args.warmup_proportion)
+  print(f"hf: {n} train / {len(data['dev']['labels'])} dev, "
+        f"{len(batches)} steps (warmup {warmup}), lr {args.learning_rate}, "
+        f"seed {args.seed}, {torch.get_num_threads()} threads", flush=True)
+
+  model.train()
+  losses = []
+  start = time.perf_counter()
+  for step, idx in enumerate(batches, start=1):
+    batch = collate(data["train"], idx, args.pad_to_multiple_of)
+    loss = model(**batch).loss
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+    sched.step()
+    opt.zero_grad(set_to_none=True)
+    losses.append(float(loss))
+    if step % args.log_every == 0 or step == len(batches):
+      elapsed = time.perf_counter() - start
+      rate = step * args.train_batch_size / elapsed
+      eta = (len(batches) - step) * elapsed / step
+      print(f"hf: step {step}/{len(batches)} loss "
+            f"{np.mean(losses[-args.log_every:]):.4f} {rate:.1f} ex/s "
+            f"eta {eta:.0f}s", flush=True)
+  train_seconds = time.perf_counter() - start
+
+  start = time.perf_counter()
+  accuracy, eval_loss = evaluate(model, data["dev"], args.eval_batch_size,
+                                 args.pad_to_multiple_of)
+  eval_seconds = time.perf_counter() - start
+  results = {
+      "framework": "hf", "eval_accuracy": accuracy, "eval_loss": eval_loss,
+      "train_seconds": train_seconds, "eval_seconds": eval_seconds,
+      "train_loss_last_epoch": float(np.mean(
+          losses[-max(1, int(n / args.train_batch_size)):])),
+      "num_train_steps": len(batches), "warmup_steps": warmup,
+      "n_train": n, "n_dev": len(data["dev"]["labels"]),
+      "seed": args.seed, "learning_rate": args.learning_rate,
+      "num_train_epochs": args.num_train_epochs,
+      "train_batch_size": args.train_batch_size,
+      "max_seq_length": args.max_seq_length, "threads": args.threads,
+      "torch": torch.__version__, "transformers": transformers.__version__,
+      "machine": f"{platform.machine()} {os.cpu_count()} cpus",
+  }
+  print(f"hf: dev accuracy {accuracy:.4f}, train {train_seconds:.1f}s, "
+        f"eval {eval_seconds:.1f}s", flush=True)
+  return results
+
+
+def parse_args(argv=None):
+  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  p.add_argument("--model_dir", required=True)
+  p.add_argument("--data_dir", required=True)
+  p.add_argument("--output", required=True, help="results.json to write")
+  p.add_argument("--learning_rate", type=float, default=5e-5)
+  p.add_argument("--num_train_epochs", type=float, default=3.0)
+  p.add_argument("--train_batch_size", type=int, default=32)
+  p.add_argument("--eval_batch_size", type=int, default=64)
+  p.add_argument("--max_seq_length", type=int, default=128)
+  p.add_argument("--warmup_proportion", type=float, default=0.1)
+  p.add_argument("--pad_to_multiple_of", type=int, default=1)
+  p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--threads", type=int, default=2)
+  p.add_argument("--log_every", type=int, default=25)
+  return p.parse_args(argv)
+
+
+def main(argv=None):
+  args = parse_args(argv)
+  results = run(args)
+  os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
+  tmp = args.output + ".tmp"
+  with open(tmp, "w") as f:
+    json.dump(results, f, indent=2)
+  os.replace(tmp, args.output)
+
+
+if __name__ == "__main__":
+  main()
