@@ -107,13 +107,28 @@ def collate(data, idx, pad_to_multiple_of=1):
           "labels": torch.from_numpy(data["labels"][np.asarray(idx)])}
 
 
-def train_order(n, batch_size, epochs, seed):
-  """Batches of row indices: a fresh permutation per epoch, TF1's count."""
+def train_order(n, batch_size, epochs, seed, lengths=None, window=0):
+  """Batches of row indices: a fresh permutation per epoch, TF1's count.
+
+  With `window` K > 0 (length bucketing, the rule bert_jax's
+  FeatureBatches applies): each run of K batches is sorted by length, cut
+  into K batches and put in a shuffled order.
+  """
   steps = int(n / batch_size * epochs)
   rng = np.random.default_rng(seed)
   order = np.concatenate([rng.permutation(n)
                           for _ in range(math.ceil(epochs) + 1)])
-  return [order[s * batch_size:(s + 1) * batch_size] for s in range(steps)]
+  batches = [order[s * batch_size:(s + 1) * batch_size] for s in range(steps)]
+  if not window:
+    return batches
+  lengths = np.asarray(lengths)
+  out = []
+  for w in range(0, steps, window):
+    idx = np.concatenate(batches[w:w + window])
+    idx = idx[np.argsort(lengths[idx], kind="stable")]
+    chunk = idx.reshape(-1, batch_size)
+    out += list(chunk[rng.permutation(len(chunk))])
+  return out
 
 
 def make_optimizer(model, learning_rate, weight_decay, num_steps,
@@ -160,7 +175,9 @@ def run(args) -> dict:
       args.model_dir, num_labels=len(labels))
   n = len(data["train"]["labels"])
   batches = train_order(n, args.train_batch_size, args.num_train_epochs,
-                        args.seed)
+                        args.seed,
+                        [len(x) for x in data["train"]["input_ids"]],
+                        args.length_bucketing_window)
   if not batches:
     raise ValueError(f"{n} training examples cannot fill one batch of "
                      f"{args.train_batch_size}")
@@ -206,6 +223,7 @@ def run(args) -> dict:
       "num_train_epochs": args.num_train_epochs,
       "train_batch_size": args.train_batch_size,
       "max_seq_length": args.max_seq_length, "threads": args.threads,
+      "length_bucketing_window": args.length_bucketing_window,
       "torch": torch.__version__, "transformers": transformers.__version__,
       "machine": f"{platform.machine()} {os.cpu_count()} cpus",
   }
@@ -227,6 +245,8 @@ def parse_args(argv=None):
   p.add_argument("--warmup_proportion", type=float, default=0.1)
   p.add_argument("--pad_to_multiple_of", type=int, default=1)
   p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--length_bucketing_window", type=int, default=0,
+                 help="K > 0: batches from length-sorted runs of K batches")
   p.add_argument("--threads", type=int, default=2)
   p.add_argument("--log_every", type=int, default=25)
   return p.parse_args(argv)

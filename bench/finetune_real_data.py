@@ -49,9 +49,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import real_data  # pylint: disable=g-import-not-at-top
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FRAMEWORKS = ("hf", "bert_jax", "bert_jax_bucketed")
-# bert_jax_bucketed: the same job with length-bucketed batches (windows of
-# this many batches sorted by length; bert_jax.finetune.FeatureBatches).
+FRAMEWORKS = ("hf", "bert_jax", "hf_bucketed", "bert_jax_bucketed")
+# *_bucketed: the same jobs with length-bucketed batches (windows of this
+# many batches sorted by length; bert_jax.finetune.FeatureBatches, and the
+# same rule in finetune_peer_hf.py).
 BUCKET_WINDOW = 32
 RESULT_FILE = "bench_result.json"
 
@@ -92,7 +93,8 @@ def run_dir(args, name: str, framework: str, seed: int) -> str:
 
 def command(args, framework: str, data_dir: str, workdir: str,
             seed: int) -> list[str]:
-  if framework == "hf":
+  window = BUCKET_WINDOW if framework.endswith("_bucketed") else 0
+  if framework.startswith("hf"):
     return [sys.executable, os.path.join(REPO, "bench",
                                          "finetune_peer_hf.py"),
             f"--model_dir={args.model_dir}", f"--data_dir={data_dir}",
@@ -101,7 +103,8 @@ def command(args, framework: str, data_dir: str, workdir: str,
             f"--num_train_epochs={args.num_train_epochs}",
             "--train_batch_size=32", "--eval_batch_size=64",
             "--max_seq_length=128", f"--seed={seed}",
-            f"--threads={args.threads}"]
+            f"--threads={args.threads}",
+            f"--length_bucketing_window={window}"]
   return [sys.executable, "-m", "bert_jax.main",
           "--config=configs/finetune.py:custom", f"--workdir={workdir}",
           f"--config.init_checkpoint={args.model_dir}",
@@ -110,8 +113,7 @@ def command(args, framework: str, data_dir: str, workdir: str,
           "--config.train_batch_size=32",
           f"--config.num_train_epochs={args.num_train_epochs}",
           "--config.max_seq_length=128", f"--config.seed={seed}",
-          "--config.length_bucketing_window="
-          f"{BUCKET_WINDOW if framework == 'bert_jax_bucketed' else 0}"]
+          f"--config.length_bucketing_window={window}"]
 
 
 def run_logged(cmd: list[str], log_path: str) -> tuple[int, float, list[str]]:
@@ -230,7 +232,8 @@ def report(args, metas: dict, results: dict) -> str:
       f"in seconds on {os.cpu_count()} CPUs.",
       "",
       "| set | n_train/n_dev | framework | seeds | dev accuracy | train s "
-      "| eval s | process s | time ratio bert_jax/hf (train, process) |",
+      "| eval s | process s | time ratio bert_jax/hf, same batching "
+      "(train, process) |",
       "|---|---|---|---|---|---|---|---|---|",
   ]
   for name, meta in metas.items():
@@ -245,9 +248,10 @@ def report(args, metas: dict, results: dict) -> str:
       proc = float(np.mean([r["process_seconds"] for r in rs]))
       means[fw] = (train, proc)
       ratio = ""
-      if fw != "hf" and "hf" in means:
-        ratio = (f"{train / means['hf'][0]:.2f}x, "
-                 f"{proc / means['hf'][1]:.2f}x")
+      peer = "hf_bucketed" if fw == "bert_jax_bucketed" else "hf"
+      if fw.startswith("bert_jax") and peer in means:
+        ratio = (f"{train / means[peer][0]:.2f}x, "
+                 f"{proc / means[peer][1]:.2f}x")
       std_txt = "" if math.isnan(std) else f" +- {100 * std:.2f}"
       lines.append(
           f"| {name} | {meta['n_train']}/{meta['n_dev']} | {fw} | "

@@ -62,7 +62,7 @@ def main(argv: Sequence[str]) -> None:
     print("results: " + "  ".join(
         f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
         for k, v in results.items() if not isinstance(v, (dict, list))
-        and k not in ("init_checkpoint", "encoder")))
+        and k not in ("init_checkpoint", "init", "export_skipped")))
     for split, path in results.get("predictions", {}).items():
       print(f"predictions {split}: {path}")
     for fmt, path in results.get("checkpoints", {}).items():
