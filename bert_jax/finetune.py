@@ -51,18 +51,10 @@ class Encoder:
   report: str  # one line for the console and results.json
 
 
-def _model_overrides(config: ml_collections.ConfigDict) -> dict[str, Any]:
-  m = config.model
-  return dict(hidden_dropout_prob=m.hidden_dropout_prob,
-              attention_dropout_prob=m.attention_dropout_prob, dtype=m.dtype,
-              remat_policy=m.remat_policy, scan_layers=m.scan_layers,
-              attention_impl=m.attention_impl or None)
-
-
 def load_encoder(config: ml_collections.ConfigDict) -> Encoder:
   """The starting encoder; errors name `config.init_checkpoint`."""
   path = config.init_checkpoint
-  overrides = _model_overrides(config)
+  overrides = model_lib.job_overrides(config.model)
   if not path:
     vocab = config.vocab_file
     if not vocab:
@@ -71,14 +63,10 @@ def load_encoder(config: ml_collections.ConfigDict) -> Encoder:
     from bert_jax import tokenization  # pylint: disable=g-import-not-at-top
     size = tokenization.create_tokenizer(vocab, config.do_lower_case
                                          ).vocab_size
-    if config.model.hidden_act:
-      overrides["hidden_act"] = config.model.hidden_act
     cfg = model_lib.BertConfig.from_preset(config.model.preset,
                                            vocab_size=size, **overrides)
     return Encoder(cfg, None, vocab, "no init_checkpoint: the encoder is "
                    f"freshly initialised ({config.model.preset})")
-  if config.model.hidden_act:
-    overrides["hidden_act"] = config.model.hidden_act
   cfg, params, report = pretrained.load_pretrained(path, task="encoder",
                                                    **overrides)
   vocab = config.vocab_file or pretrained.find_vocab(path)

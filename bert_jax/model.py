@@ -177,6 +177,19 @@ class BertConfig:
     return cls(**kwargs)
 
 
+def job_overrides(m: Any) -> dict[str, Any]:
+  """The BertConfig fields a job's `config.model` sets on a preset or a
+  checkpoint: dropout, dtype, remat, layer scan, attention kernel, and the
+  activation when given ('' keeps the preset's or checkpoint's)."""
+  out = dict(hidden_dropout_prob=m.hidden_dropout_prob,
+             attention_dropout_prob=m.attention_dropout_prob, dtype=m.dtype,
+             remat_policy=m.remat_policy, scan_layers=m.scan_layers,
+             attention_impl=m.attention_impl or None)
+  if m.hidden_act:
+    out["hidden_act"] = m.hidden_act
+  return out
+
+
 def _size(layers: int, hidden: int, heads: int) -> dict[str, int]:
   return dict(num_layers=layers, hidden_size=hidden, num_heads=heads,
               intermediate_size=4 * hidden)

@@ -518,8 +518,8 @@ def check_params(cfg: BertConfig, params: Params, source: str,
   return params
 
 
-def _copy_vocab(vocab_file: str | None, out_dir: str) -> None:
-  """Copies a vocabulary into a model directory.
+def copy_vocab(vocab_file: str | None, out_dir: str) -> None:
+  """Copies a vocabulary into a model directory (unless it is already it).
 
   A WordPiece one becomes vocab.txt (what Google's and HF's directories,
   BertTokenizer and `find_vocab` expect); a SentencePiece model keeps its
@@ -528,7 +528,9 @@ def _copy_vocab(vocab_file: str | None, out_dir: str) -> None:
   if vocab_file:
     name = ("vocab.txt" if vocab_file.endswith(".txt")
             else os.path.basename(vocab_file))
-    shutil.copy(vocab_file, os.path.join(out_dir, name))
+    dst = os.path.join(out_dir, name)
+    if os.path.abspath(vocab_file) != os.path.abspath(dst):
+      shutil.copy(vocab_file, dst)
 
 
 def save_bert_jax(cfg: BertConfig, params: Params, vocab_file: str | None,
@@ -549,7 +551,7 @@ def save_bert_jax(cfg: BertConfig, params: Params, vocab_file: str | None,
   config = cfg.to_json_dict() | {"bert_jax": dataclasses.asdict(cfg)}
   with open(os.path.join(out_dir, _NATIVE_CONFIG), "w") as f:
     json.dump(config, f, indent=2)
-  _copy_vocab(vocab_file, out_dir)
+  copy_vocab(vocab_file, out_dir)
   checkpointer = ocp.StandardCheckpointer(**_this_process_only())
   checkpointer.save(params_dir, params)
   checkpointer.wait_until_finished()
@@ -751,7 +753,7 @@ def _write_hf(cfg: BertConfig, tensors: dict[str, np.ndarray],
   } | extra
   with open(os.path.join(out_dir, "config.json"), "w") as f:
     json.dump(config, f, indent=2)
-  _copy_vocab(vocab_file, out_dir)
+  copy_vocab(vocab_file, out_dir)
   return out_dir
 
 
@@ -867,7 +869,7 @@ def export_tf1(cfg: BertConfig, params: Params, vocab_file: str | None,
   os.makedirs(out_dir, exist_ok=True)
   with open(os.path.join(out_dir, "bert_config.json"), "w") as f:
     json.dump(config, f, indent=2, sort_keys=True)
-  _copy_vocab(vocab_file, out_dir)
+  copy_vocab(vocab_file, out_dir)
   tmp = os.path.join(out_dir, f".{_TF1_CKPT}.tmp")
   with tf.device("/cpu:0"):
     tf.raw_ops.SaveV2(prefix=tmp, tensor_names=list(tensors),

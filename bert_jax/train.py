@@ -28,7 +28,6 @@ import dataclasses
 import functools
 import json
 import os
-import shutil
 import time
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -44,6 +43,7 @@ from flax import nnx
 from bert_jax import checkpoints
 from bert_jax import model as model_lib
 from bert_jax import optimizer as optimizer_lib
+from bert_jax import pretrained
 from bert_jax import sharding
 from bert_jax import tasks
 from bert_jax.tasks import base as tasks_base
@@ -406,11 +406,7 @@ def _write_model_files(workdir: str, cfg: model_lib.BertConfig,
     json.dump(config, f, indent=2)
   os.replace(tmp, os.path.join(workdir, "bert_config.json"))
   if vocab_file and os.path.exists(vocab_file):
-    name = ("vocab.txt" if vocab_file.endswith(".txt")
-            else os.path.basename(vocab_file))
-    dst = os.path.join(workdir, name)
-    if os.path.abspath(vocab_file) != os.path.abspath(dst):
-      shutil.copyfile(vocab_file, dst)
+    pretrained.copy_vocab(vocab_file, workdir)
 
 
 def _eval_runner(fns: StepFns, mesh, config, params) -> tasks_base.RunEval:

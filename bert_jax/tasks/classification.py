@@ -173,23 +173,23 @@ class ClassificationTask(base.Task):
     return model(batch["input_ids"], batch["segment_ids"],
                  batch["input_mask"], rng=rng)
 
+  def _per_example_loss(self, logits, labels):
+    """Squared error (regression) or cross-entropy, one value per row."""
+    if self.regression:
+      err = logits[:, 0] - jnp.asarray(labels, jnp.float32)
+      return err * err
+    return optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+
   def loss(self, model, batch, rng, denominators=None):
     logits = self._logits(model, batch, rng)
     n = (denominators[0] if denominators is not None
          else jnp.float32(logits.shape[0]))
-    if self.regression:
-      err = logits[:, 0] - batch["labels"].astype(jnp.float32)
-      per_example = err * err
-      sums = {"loss_sum": jnp.sum(per_example),
-              "example_count": jnp.float32(logits.shape[0])}
-    else:
-      per_example = optax.softmax_cross_entropy_with_integer_labels(
-          logits, batch["labels"])
-      sums = {"loss_sum": jnp.sum(per_example),
-              "accuracy_correct": jnp.sum(
-                  (jnp.argmax(logits, -1) == batch["labels"])
-                  .astype(jnp.float32)),
-              "example_count": jnp.float32(logits.shape[0])}
+    per_example = self._per_example_loss(logits, batch["labels"])
+    sums = {"loss_sum": jnp.sum(per_example),
+            "example_count": jnp.float32(logits.shape[0])}
+    if not self.regression:
+      sums["accuracy_correct"] = jnp.sum(
+          (jnp.argmax(logits, -1) == batch["labels"]).astype(jnp.float32))
     return jnp.sum(per_example) / n, sums
 
   def summarize_train(self, sums):
@@ -261,13 +261,8 @@ class ClassificationTask(base.Task):
       self._last_eval[split.name] = logits
       m = glue.compute_metrics(self.spec, self.predictions(logits),
                                split.labels)
-      if self.regression:
-        err = logits[:, 0] - split.labels
-        m["eval_loss"] = float(np.mean(err * err))
-      else:
-        m["eval_loss"] = float(np.mean(
-            optax.softmax_cross_entropy_with_integer_labels(
-                logits, split.labels)))
+      m["eval_loss"] = float(np.mean(
+          self._per_example_loss(logits, split.labels)))
       # The first eval split keeps TF1's names; others say which they are
       # (MNLI: eval_accuracy is matched, eval_mismatched_accuracy).
       tag = "" if i == 0 else split.name.replace("dev_", "") + "_"

@@ -38,16 +38,12 @@ OBJECTIVES = ("mlm_nsp", "mlm", "ltr")
 def model_config(config: ml_collections.ConfigDict,
                  vocab_size: int | None = None) -> model_lib.BertConfig:
   """The BertConfig of a pre-training config (`config.model` + objective)."""
-  m = config.model
-  overrides = dict(
-      hidden_act=m.hidden_act, hidden_dropout_prob=m.hidden_dropout_prob,
-      attention_dropout_prob=m.attention_dropout_prob, dtype=m.dtype,
-      remat_policy=m.remat_policy, scan_layers=m.scan_layers,
-      attention_impl=m.attention_impl or None,
+  overrides = model_lib.job_overrides(config.model) | dict(
+      hidden_act=config.model.hidden_act,
       attention="causal" if config.objective == "ltr" else "bidirectional")
   if vocab_size:
     overrides["vocab_size"] = vocab_size
-  return model_lib.BertConfig.from_preset(m.preset, **overrides)
+  return model_lib.BertConfig.from_preset(config.model.preset, **overrides)
 
 
 def make_model(cfg: model_lib.BertConfig, objective: str,
@@ -166,16 +162,18 @@ def make_iterator(config, data_dir: str, split: str, batch: int, seq_len: int,
   return input_pipeline.GlobalBatchIterator(ds, batch_sharding)
 
 
-def preflight(config, data_dir: str, seq_len: int, num_pred: int) -> None:
+def preflight(config, data_dir: str, seq_len: int, num_pred: int
+              ) -> dict[str, Any] | None:
   """Checks a data directory against the run before its first step.
 
-  Raises base.ConfigError (one line naming the key or path) when the data
-  was made for another objective or length, or has no held-out split for
-  the evaluations the run will do.
+  Returns its manifest (None for Google's TF1 data, which records nothing
+  to check). Raises base.ConfigError (one line naming the key or path) when
+  the data was made for another objective or length, or has no held-out
+  split for the evaluations the run will do.
   """
   manifest = manifest_lib.read(data_dir)
-  if manifest is None:  # Google's TF1 data: nothing recorded to check
-    return
+  if manifest is None:
+    return None
   options = manifest.get("options", {})
   want = {"objective": config.objective, "max_seq_length": seq_len}
   if config.objective != "ltr":
@@ -194,6 +192,7 @@ def preflight(config, data_dir: str, seq_len: int, num_pred: int) -> None:
         f"config.eval_every_steps={config.eval_every_steps} steps and at "
         "the end) needs: make the data with --eval_fraction (e.g. 0.01) "
         f"({str(e).strip()})") from e
+  return manifest
 
 
 def resolve_vocab(config, data_dir: str, manifest) -> str:
@@ -286,9 +285,8 @@ class PretrainingTask(base.Task):
                            config.data.phase2_data_dir)
       self._phases.append((data2, seq2, pred2,
                            config.phase2_train_batch_size))
-    for data_dir, seq, pred, _ in self._phases:
-      preflight(config, data_dir, seq, pred)
-    self._manifest = manifest_lib.read(data1)
+    self._manifest = [preflight(config, d, s, p)
+                      for d, s, p, _ in self._phases][0]
     self._vocab_size = (self._manifest["vocab"]["size"] if self._manifest
                         else None)
     self._vocab_file = (resolve_vocab(config, data1, self._manifest)
