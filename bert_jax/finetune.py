@@ -9,7 +9,8 @@
 - `FeatureBatches`: an in-memory grain dataset of feature arrays (every
   fine-tuning set fits in host memory). Training: a stream of shuffled
   epochs, batch s a function of (seed, s), so a resumed run sees exactly
-  the batches it would have seen; TF1's step count int(N * epochs / B).
+  the batches it would have seen; TF1's step count int(N * epochs / B)
+  (or `num_steps`, for tasks that count steps from examples, not features).
   Evaluation: every example exactly once, in length order, the last batch
   padded with rows of `example_index` -1 (which metrics drop). Each batch
   is cut to its longest row, rounded up to `pad_to_multiple_of` (dynamic
@@ -98,6 +99,7 @@ class FeatureBatches(grain.MapDataset):
                global_batch_size: int, seed: int, train: bool,
                num_epochs: float = 1.0, pad_to_multiple_of: int = 32,
                length_bucketing_window: int = 0,
+               num_steps: int | None = None,
                process_index: int | None = None,
                process_count: int | None = None):
     super().__init__()
@@ -127,10 +129,15 @@ class FeatureBatches(grain.MapDataset):
     self._lengths = mask.reshape(n, -1, mask.shape[-1]).sum(-1).max(-1)
     self.max_seq_length = mask.shape[-1]
     if train:
-      epochs = int(np.ceil(num_epochs))
+      self._len = (num_train_steps(n, global_batch_size, num_epochs)
+                   if num_steps is None else num_steps)
+      # Enough shuffled epochs for every step (more than num_epochs when
+      # the steps are counted from fewer examples than features, as TF1's
+      # run_squad counts them).
+      epochs = max(int(np.ceil(num_epochs)),
+                   -(-self._len * global_batch_size // n))
       order = grain.MapDataset.range(n).shuffle(seed=seed).repeat(epochs)
       self._order = order
-      self._len = num_train_steps(n, global_batch_size, num_epochs)
       if self._len == 0:
         raise ValueError(f"{n} training examples x {num_epochs} epochs "
                          f"cannot fill one batch of {global_batch_size}")

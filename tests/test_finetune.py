@@ -195,7 +195,7 @@ def _assert_hf_logits_equal(config, workdir, hf_dir, n=12):
       hf_dir).eval()
   task = train.tasks.from_config(config)
   task.prepare(workdir)
-  split = task._evals[0]  # pylint: disable=protected-access
+  split = task.evals[0]
   feats = {k: torch.tensor(v[:n], dtype=torch.long)
            for k, v in split.features.items() if k != "labels"}
   with torch.no_grad():

@@ -1,0 +1,238 @@
+"""What every fine-tuning task does the same way, on top of `base.Task`.
+
+A fine-tuning task (GLUE classification, SQuAD spans, SWAG choices, NER
+tags) starts from the encoder named by `config.init_checkpoint`, reads its
+splits into feature arrays once (`read_data`), trains on shuffled,
+dynamically padded batches of them (`finetune.FeatureBatches`), evaluates
+on every example of each eval split exactly once, and reports where its
+encoder came from and which head starts fresh. A subclass supplies:
+
+- `read_data(tokenizer)`: fills `self.train`, `self.evals` (and
+  `self.tests`) with `Split`s; errors are bad input (ValueError /
+  FileNotFoundError / KeyError naming the file, line or key);
+- the model and objective (`build_model`, `loss`, `batch_spec`,
+  `eval_outputs`, `evaluate`) and `head_description()` for the report;
+- optionally `write_outputs(params, workdir, run_eval)`: prediction files
+  and exports at the end.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import jax
+import numpy as np
+
+from bert_jax import finetune
+from bert_jax import tokenization
+from bert_jax.tasks import base
+
+
+@dataclasses.dataclass
+class Split:
+  """One split: its examples, their feature arrays, and anything else.
+
+  `features` holds arrays with one row per *feature* (for SQuAD a window
+  of a document, for SWAG an example of C choices); `num_features` rows.
+  `labels` is None for a test split. `extra` carries what post-processing
+  needs (e.g. SQuAD's window-to-example maps).
+  """
+  name: str
+  examples: Sequence[Any]
+  features: dict[str, np.ndarray]
+  labels: Any = None
+  extra: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+  @property
+  def num_features(self) -> int:
+    return len(self.features["input_ids"])
+
+
+class FinetuneTask(base.Task):
+  """The shared half of every fine-tuning task."""
+
+  objective = "finetune"
+
+  def __init__(self, config):
+    super().__init__(config)
+    self.name = config.task
+    self.progress_metric = "accuracy"
+    self._encoder: finetune.Encoder | None = None
+    self.train: Split | None = None
+    self.evals: list[Split] = []
+    self.tests: list[Split] = []
+    # split name -> what the reader skipped (counted, as the original does)
+    self.skipped: dict[str, Any] = {}
+    self._batch_sharding = None
+
+  # -- checks --------------------------------------------------------------
+
+  def validate(self, check) -> None:
+    c = self.config
+    check(bool(c.data_dir), "config.data_dir is empty: point it at the "
+          f"{self.name} data")
+    check(os.path.exists(c.data_dir) or c.data_dir.startswith("tfds:"),
+          f"config.data_dir={c.data_dir!r} does not exist")
+    self.validate_data(check)
+    check(c.num_train_epochs > 0,
+          f"config.num_train_epochs={c.num_train_epochs} must be > 0")
+    check(0 <= c.warmup_proportion < 1,
+          f"config.warmup_proportion={c.warmup_proportion} must be in [0, 1)")
+    check(c.max_seq_length >= 3,
+          f"config.max_seq_length={c.max_seq_length} must be >= 3")
+    if c.init_checkpoint:
+      check(os.path.exists(c.init_checkpoint) or os.path.exists(
+          c.init_checkpoint + ".index"),
+            f"config.init_checkpoint={c.init_checkpoint!r} does not exist")
+    try:
+      cfg = self.model_config()
+    except (ValueError, FileNotFoundError, KeyError) as e:
+      msg = str(e).strip('"')
+      check(False, msg if msg.startswith("config.")
+            else f"config.init_checkpoint={c.init_checkpoint!r}: {msg}")
+    check(c.max_seq_length <= cfg.max_position_embeddings,
+          f"config.max_seq_length={c.max_seq_length} is longer than the "
+          f"checkpoint's position table ({cfg.max_position_embeddings})")
+
+  def validate_data(self, check) -> None:
+    """Task-specific checks of config.data_dir and the task's own keys."""
+    del check
+
+  # -- the encoder ---------------------------------------------------------
+
+  @property
+  def encoder(self) -> finetune.Encoder:
+    if self._encoder is None:
+      self._encoder = finetune.load_encoder(self.config)
+    return self._encoder
+
+  @property
+  def vocab_file(self) -> str:
+    return self.encoder.vocab_file
+
+  def model_config(self):
+    return self.encoder.config
+
+  def pretrained_params(self):
+    params = self.encoder.params
+    return None if params is None else {"bert": params}
+
+  @abc.abstractmethod
+  def head_description(self) -> str:
+    """E.g. 'classifier (3 outputs)': what starts freshly initialised."""
+
+  @property
+  def init_report(self) -> str:
+    """Where the encoder came from, and what starts fresh (the head)."""
+    std = self.encoder.config.initializer_range
+    return (f"{self.encoder.report}; {self.head_description()} freshly "
+            f"initialised: truncated normal, stddev {std:g}")
+
+  # -- data ----------------------------------------------------------------
+
+  def prepare(self, workdir: str) -> None:
+    del workdir
+    try:
+      tok = tokenization.create_tokenizer(self.vocab_file,
+                                          self.config.do_lower_case)
+      finetune.check_vocab(self.encoder, tok)
+      self.read_data(tok)
+    except (ValueError, FileNotFoundError, KeyError) as e:
+      # Bad files are bad input: one line naming them, before any step.
+      raise base.ConfigError(str(e).strip('"')) from e
+    if self.train is None or not self.train.num_features:
+      raise base.ConfigError(f"{self.config.data_dir}: the train split of "
+                             f"{self.name} has no examples")
+    if jax.process_index() == 0:
+      sizes = ", ".join(f"{s.name} {len(s.examples)}"
+                        for s in [self.train, *self.evals, *self.tests])
+      print(f"{self.name}: {sizes} examples; {self.init_report}",
+            flush=True)
+
+  @abc.abstractmethod
+  def read_data(self, tokenizer) -> None:
+    """Fills self.train, self.evals, self.tests (and self.skipped)."""
+
+  def num_train_examples(self) -> int:
+    """What TF1 divides by the batch size to count steps (its examples)."""
+    return len(self.train.examples)
+
+  def num_train_steps(self) -> int:
+    return finetune.num_train_steps(self.num_train_examples(),
+                                    self.config.train_batch_size,
+                                    self.config.num_train_epochs)
+
+  def num_warmup_steps(self) -> int:
+    return int(self.num_train_steps() * self.config.warmup_proportion)
+
+  def train_data(self, batch_sharding):
+    c = self.config
+    ds = finetune.FeatureBatches(
+        self.train.features, global_batch_size=c.train_batch_size,
+        seed=c.seed, train=True, num_epochs=c.num_train_epochs,
+        pad_to_multiple_of=c.pad_to_multiple_of,
+        length_bucketing_window=c.length_bucketing_window,
+        num_steps=self.num_train_steps())
+    self._batch_sharding = batch_sharding
+    return base.TrainData(finetune.iterator(ds, batch_sharding),
+                          lambda step: (c.train_batch_size,
+                                        c.max_seq_length, 0))
+
+  def split_outputs(self, run_eval, split: Split,
+                    keys: Sequence[str] = ("logits",)
+                    ) -> dict[str, np.ndarray]:
+    """The eval step's `keys` for every feature of `split`, in order."""
+    c = self.config
+    ds = finetune.FeatureBatches(
+        split.features, global_batch_size=c.eval_batch_size, seed=c.seed,
+        train=False, pad_to_multiple_of=c.pad_to_multiple_of)
+    it = finetune.iterator(ds, self._batch_sharding)
+    try:
+      outputs = run_eval(iter(it))
+    finally:
+      it.close()
+    return {k: finetune.gather_predictions(outputs, split.num_features, k)
+            for k in keys}
+
+  # -- training metrics ----------------------------------------------------
+
+  def summarize_train(self, sums):
+    n = max(sums["example_count"], 1e-9)
+    out = {"loss": sums["loss_sum"] / n}
+    if "accuracy_correct" in sums:
+      out["accuracy"] = sums["accuracy_correct"] / max(
+          sums.get("accuracy_weight", n), 1e-9)
+    return out
+
+  # -- the end -------------------------------------------------------------
+
+  def write_outputs(self, params, workdir: str, run_eval
+                    ) -> dict[str, Any]:
+    """Prediction files and exports; what results.json gets for them."""
+    del params, workdir, run_eval
+    return {}
+
+  def finish(self, params, workdir, run_eval):
+    out: dict[str, Any] = {"init_checkpoint": self.config.init_checkpoint,
+                           "init": self.init_report}
+    if self.skipped:
+      out["skipped"] = self.skipped
+    out.update(self.write_outputs(params, workdir, run_eval))
+    return out
+
+  @staticmethod
+  def host_params(params) -> Mapping[str, Any] | None:
+    """The whole parameter tree as numpy on process 0 (None elsewhere)."""
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    from bert_jax import pretrained  # pylint: disable=g-import-not-at-top
+    params = multihost_utils.process_allgather(params, tiled=True)
+    if jax.process_index() != 0:
+      return None
+    return pretrained.jax_to_numpy(params)
+
+  def results_header(self):
+    return {"task": self.name}
