@@ -25,7 +25,8 @@ import numpy as np
 
 # Each task's headline dev metric (the one the paper reports).
 HEADLINE = {"cola": "eval_matthews_corrcoef", "stsb": "eval_spearman",
-            "mrpc": "eval_f1", "qqp": "eval_f1"}
+            "mrpc": "eval_f1", "qqp": "eval_f1",
+            "squad11": "eval_f1", "squad20": "eval_f1"}
 
 
 def headline_metric(task: str) -> str:

@@ -795,6 +795,31 @@ def export_hf_classifier(cfg: BertConfig, params: Params,
   })
 
 
+def export_hf_question_answering(cfg: BertConfig, params: Params,
+                                 vocab_file: str | None, out_dir: str) -> str:
+  """A fine-tuned SQuAD model for transformers' BertForQuestionAnswering.
+
+  `params` = {'bert': encoder, 'qa_outputs': {'kernel' [H, 2], 'bias'}}
+  (the layout of `heads.BertForQuestionAnswering`); output 0 is the start
+  logit, 1 the end logit, as in transformers. Its encoder has no pooler, so
+  the pooler is not written: `from_pretrained(out_dir)` reports no missing
+  or unexpected keys.
+  """
+  params = jax_to_numpy(params)
+  encoder = check_params(cfg, {"bert": params["bert"]}, out_dir, "hf")
+  tensors = {k: v for k, v in to_hf_tensors(cfg, encoder).items()
+             if not k.startswith("bert.pooler.")}
+  kernel = np.asarray(params["qa_outputs"]["kernel"], np.float32)
+  if kernel.shape != (cfg.hidden_size, 2):
+    raise ValueError(f"{out_dir}: qa_outputs kernel of shape {kernel.shape}, "
+                     f"expected ({cfg.hidden_size}, 2)")
+  tensors["qa_outputs.weight"] = np.ascontiguousarray(kernel.T)
+  tensors["qa_outputs.bias"] = np.asarray(params["qa_outputs"]["bias"],
+                                          np.float32)
+  return _write_hf(cfg, tensors, vocab_file, out_dir,
+                   {"architectures": ["BertForQuestionAnswering"]})
+
+
 # -- export to Google's TF1 format --------------------------------------------
 
 def export_tf1_names(cfg: BertConfig, params: Params) -> dict[str, np.ndarray]:

@@ -1,7 +1,8 @@
 """Fine-tuning configs: `--config=configs/finetune.py:TASK`.
 
-TASK is a GLUE task (`cola sst2 mrpc stsb qqp mnli qnli rte wnli`) or
-`custom` (a labelled TSV set, see bert_jax/tasks/glue.py), or named
+TASK is a GLUE task (`cola sst2 mrpc stsb qqp mnli qnli rte wnli`),
+`custom` (a labelled TSV set, see bert_jax/tasks/glue.py), `squad11` or
+`squad20` (SQuAD, with run_squad.py's flags: see `squad`), or named
 arguments: `configs/finetune.py:task=mnli,model=large,dtype=bfloat16`
 (`model` is the preset used when no init_checkpoint is given; `dtype` the
 compute dtype).
@@ -18,7 +19,8 @@ bert_jax.finetune_grid`), dropout 0.1, warmup 10%.
 import ml_collections
 
 GLUE = ("cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli")
-TASKS = (*GLUE, "custom")
+SQUAD = ("squad11", "squad20")
+TASKS = (*GLUE, "custom", *SQUAD)
 _ARGS = ("task", "model", "dtype")
 
 
@@ -92,6 +94,32 @@ def base() -> ml_collections.ConfigDict:
   return c
 
 
+def squad(c: ml_collections.ConfigDict, version_2: bool) -> None:
+  """SQuAD 1.1 / 2.0 (run_squad.py's flags and the paper's recipe).
+
+  data_dir holds the official train-v1.1.json / dev-v1.1.json (v2:
+  train-v2.0.json / dev-v2.0.json); `train_file` / `predict_file` name
+  other files (relative to data_dir). The paper: 1.1 for 3 epochs at lr
+  5e-5, batch 32; 2.0 for 2 epochs at lr 5e-5, batch 48; max_seq_length
+  384, doc_stride 128, max_query_length 64, n-best 20, answers of at most
+  30 tokens.
+  """
+  c.max_seq_length = 384
+  c.learning_rate = 5e-5
+  c.train_batch_size = 48 if version_2 else 32
+  c.num_train_epochs = 2.0 if version_2 else 3.0
+  c.train_file = ""
+  c.predict_file = ""
+  c.doc_stride = 128
+  c.max_query_length = 64
+  c.n_best_size = 20
+  c.max_answer_length = 30
+  c.version_2_with_negative = version_2
+  # Predict "" when null score - best span score exceeds it; the best
+  # value on dev is results.json's eval_best_f1_thresh.
+  c.null_score_diff_threshold = 0.0
+
+
 def get_config(arg: str = "mrpc") -> ml_collections.ConfigDict:
   args = parse_arg(arg or "mrpc")
   task = args.get("task", "mrpc")
@@ -100,6 +128,8 @@ def get_config(arg: str = "mrpc") -> ml_collections.ConfigDict:
                      f"{', '.join(TASKS)}")
   c = base()
   c.task = task
+  if task in SQUAD:
+    squad(c, version_2=task == "squad20")
   if "model" in args:
     c.model.preset = args["model"]
   if "dtype" in args:
