@@ -640,7 +640,9 @@ def squad_v2_metrics(gold: Sequence[tuple[str, Sequence[str]]],
   out = {"exact": 100.0 * sum(exact.values()) / len(exact),
          "f1": 100.0 * sum(f1.values()) / len(f1), "total": len(exact)}
   for name, want in (("HasAns", True), ("NoAns", False)):
-    qids = [q for q, v in has_ans.items() if v == want]
+    # (the official script crashes on a question without a prediction
+    # here; it is left out, as from the totals above)
+    qids = [q for q, v in has_ans.items() if v == want and q in exact]
     if qids:
       out[f"{name}_exact"] = 100.0 * sum(exact[q] for q in qids) / len(qids)
       out[f"{name}_f1"] = 100.0 * sum(f1[q] for q in qids) / len(qids)
