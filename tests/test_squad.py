@@ -366,6 +366,34 @@ def test_squad20_learns_writes_run_squad_files_and_matches_transformers(
   _assert_hf_qa_logits_equal(config, workdir, results["checkpoints"]["hf"])
 
 
+def test_squad11_learns_on_1_1_files(tmp_path):
+  """The same signal as SQuAD 1.1 files (answerable questions only, dev
+  questions with several gold answers): exact match far above chance
+  (about 1 in 40 context words)."""
+  data = str(tmp_path / "squad")
+  write_squad20(data, n_train=320)
+  for split in ("train", "dev"):
+    value = json.load(open(os.path.join(data, f"{split}-v2.0.json")))
+    for p in value["data"][0]["paragraphs"]:
+      p["qas"] = [qa for qa in p["qas"] if not qa.pop("is_impossible")]
+      for qa in p["qas"]:
+        qa.pop("plausible_answers", None)
+        if split == "dev":  # a second, wrong gold answer changes no max
+          qa["answers"].append({"text": "the", "answer_start": 0})
+    write_json(os.path.join(data, f"{split}-v1.1.json"), value)
+  config = squad_config(data, task="squad11", num_train_epochs=2.0,
+                        export=False)
+  results = train.train_and_evaluate(config, str(tmp_path / "ft"))
+  train_file = json.load(open(os.path.join(data, "train-v1.1.json")))
+  n = sum(len(p["qas"]) for p in train_file["data"][0]["paragraphs"])
+  assert results["steps"] == int(n / 16 * 2)
+  assert results["eval_exact_match"] > 70, results
+  assert results["eval_f1"] >= results["eval_exact_match"]
+  assert "eval_HasAns_exact" not in results and "checkpoints" not in results
+  assert not os.path.exists(os.path.join(str(tmp_path / "ft"),
+                                         "null_odds.json"))
+
+
 def _assert_hf_qa_logits_equal(config, workdir, hf_dir, n=12):
   """transformers' BertForQuestionAnswering on our export == our model."""
   import torch  # pylint: disable=g-import-not-at-top
