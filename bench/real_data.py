@@ -249,3 +249,97 @@ def describe(meta: dict) -> str:
           f"disjoint from train: {meta['dev_groups_disjoint']}\n"
           f"  train: {dist(meta['train_labels'])}\n"
           f"  dev:   {dist(meta['dev_labels'])}")
+
+
+# -- a SQuAD-format QA set: Quoref answer generation ------------------------------
+#
+# `natural_instructions/subtask002_quoref_answer_generation` (6,500 examples):
+# each input is "Passage: <text>\nQuestion: <question>" (after the task's
+# instructions), each target a list holding one answer, a span of the
+# passage (sometimes with a trailing "." that the passage's span lacks). The
+# answer's first occurrence in the passage is taken as its span; questions
+# whose answer is not in their passage are dropped and counted. Passages are
+# split into train and dev, disjoint (Quoref asks many questions per
+# passage), and written as SQuAD 1.1 files (one paragraph per passage).
+
+QUOREF_MEMBER = "natural_instructions/subtask002_quoref_answer_generation/task.json"
+_PASSAGE, _QUESTION = "Passage: ", "\nQuestion: "
+
+
+@dataclasses.dataclass(frozen=True)
+class QA:
+  passage: str
+  question: str
+  answer: str
+  answer_start: int
+
+  @property
+  def group(self) -> str:  # what `split` keeps on one side
+    return self.passage
+
+
+def quoref_questions(task: dict) -> tuple[list[QA], dict]:
+  """The task's questions with their answer spans; counts of drops."""
+  dropped = collections.Counter()
+  out = []
+  for i, example in enumerate(task["examples"]):
+    text = example["input"]
+    where = f"{QUOREF_MEMBER} example {i}"
+    if _PASSAGE not in text or _QUESTION not in text:
+      raise ValueError(f"{where}: no {_PASSAGE!r} / {_QUESTION!r} in "
+                       f"{text[:80]!r}")
+    passage, question = text.split(_PASSAGE, 1)[1].rsplit(_QUESTION, 1)
+    passage, question = passage.strip(), question.strip()
+    targets = example.get("target") or []
+    answer = targets[0].strip() if targets else ""
+    start = passage.find(answer) if answer else -1
+    if start == -1 and answer.endswith("."):
+      answer = answer[:-1].rstrip()
+      start = passage.find(answer) if answer else -1
+    if start == -1:
+      dropped["answer not in its passage"] += 1
+      continue
+    out.append(QA(passage, question, answer, start))
+  return out, dict(dropped)
+
+
+def write_squad_file(path: str, rows: list[QA], prefix: str) -> None:
+  """A SQuAD 1.1 json file: one paragraph per passage, its questions."""
+  by_passage: dict[str, list] = collections.defaultdict(list)
+  for i, r in enumerate(rows):
+    by_passage[r.passage].append({
+        "id": f"{prefix}-{i}", "question": r.question,
+        "answers": [{"text": r.answer, "answer_start": r.answer_start}]})
+  data = {"version": "1.1", "data": [{"title": "quoref", "paragraphs": [
+      {"context": p, "qas": qas} for p, qas in by_passage.items()]}]}
+  tmp = path + ".tmp"
+  with open(tmp, "w", encoding="utf-8") as f:
+    json.dump(data, f, ensure_ascii=False)
+  os.replace(tmp, path)
+
+
+def prepare_quoref(out_dir: str, cache_dir: str, seed: int = 0,
+                   n_train: int = 800, n_dev: int = 200) -> dict:
+  """train-v1.1.json / dev-v1.1.json under out_dir/quoref; its meta."""
+  task = read_task(fetch_sdist(cache_dir), QUOREF_MEMBER)
+  rows, dropped = quoref_questions(task)
+  train, dev = split(rows, n_train, n_dev, seed)
+  set_dir = os.path.join(out_dir, "quoref")
+  os.makedirs(set_dir, exist_ok=True)
+  paths = {s: os.path.join(set_dir, f"{s}-v1.1.json")
+           for s in ("train", "dev")}
+  write_squad_file(paths["train"], train, "train")
+  write_squad_file(paths["dev"], dev, "dev")
+  meta = {
+      "name": "quoref", "source": f"{SDIST} {TASKS_ROOT}/{QUOREF_MEMBER}",
+      "seed": seed, "n_source": len(task["examples"]), "n_kept": len(rows),
+      "dropped": dropped, "n_train": len(train), "n_dev": len(dev),
+      "train_passages": len({r.passage for r in train}),
+      "dev_passages": len({r.passage for r in dev}),
+      "dev_passages_disjoint": not ({r.passage for r in train}
+                                    & {r.passage for r in dev}),
+      "digest": file_digest(paths["train"], paths["dev"]),
+  }
+  with open(os.path.join(set_dir, "meta.json"), "w") as f:
+    json.dump(meta, f, indent=2)
+  return meta

