@@ -49,8 +49,10 @@ def random_articles(seed, n_paragraphs=8, v2=False, training=True):
   rng = random.Random(seed)
   paragraphs = []
   qid = 0
-  for _ in range(n_paragraphs):
-    words = [rng.choice(WORDS) for _ in range(rng.randint(5, 90))]
+  for i in range(n_paragraphs):
+    # One context runs far past max_seq_length: many windows.
+    words = [rng.choice(WORDS) for _ in range(
+        400 if i == 1 else rng.randint(5, 90))]
     context, starts = "", []
     for w in words:
       context += rng.choice(SPACES) if context else ""
@@ -458,6 +460,18 @@ def test_bad_squad_input_is_one_line(tmp_path):
   msg = corrupt("train-v2.0.json", lambda v: qa(v).update(
       is_impossible=False, answers=[]))
   assert "question 't0': 0 answers" in msg
+  # An answer whose text is not where its offset points: skipped and
+  # counted, as the original skips it.
+  value = json.load(open(os.path.join(data, "train-v2.0.json")))
+  paragraphs = value["data"][0]["paragraphs"]
+  qa = next(p["qas"][0] for p in paragraphs
+            if not p["qas"][0]["is_impossible"])
+  qa["answers"][0]["answer_start"] = 0
+  write_json(os.path.join(data, "skip.json"), value)
+  task = train.tasks.from_config(squad_config(data, train_file="skip.json"))
+  task.prepare(str(tmp_path / "w"))
+  assert task.skipped == {"train": {"answer_not_found": 1}}
+  assert len(task.train.examples) == len(paragraphs) - 1
   with open(os.path.join(data, "bad.json"), "w") as f:
     f.write('{"data": [')
   assert "bad.json: not valid JSON" in error(train_file="bad.json")
