@@ -428,6 +428,43 @@ def _assert_hf_qa_logits_equal(config, workdir, hf_dir, n=12):
                                atol=2e-5)
 
 
+def test_minilm_qa_export_equals_transformers(tmp_path):
+  """Real weights (all-MiniLM-L6-v2) under a seeded span layer: the
+  export's BertForQuestionAnswering gives our start/end logits on a padded
+  batch of sentences and pairs."""
+  torch = pytest.importorskip("torch")
+  transformers = pytest.importorskip("transformers")
+  from flax import nnx  # pylint: disable=g-import-not-at-top
+  from bert_jax import heads  # pylint: disable=g-import-not-at-top
+  from bert_jax import pretrained  # pylint: disable=g-import-not-at-top
+  from tests import minilm  # pylint: disable=g-import-not-at-top
+  cfg, encoder, _ = pretrained.load_pretrained(minilm.model_path(),
+                                               task="encoder")
+  model = heads.BertForQuestionAnswering(cfg, rngs=nnx.Rngs(3))
+  params = pretrained.jax_to_numpy(nnx.to_pure_dict(nnx.state(model,
+                                                              nnx.Param)))
+  params["bert"] = encoder
+  params["qa_outputs"]["bias"] = np.array([0.5, -0.25], np.float32)
+  nnx.update(model, nnx.State(params))
+  out_dir = pretrained.export_hf_question_answering(
+      cfg, params, None, str(tmp_path / "hf"))
+  hf, info = transformers.BertForQuestionAnswering.from_pretrained(
+      out_dir, output_loading_info=True)
+  assert not any(info.values()), info
+  batch = minilm.hf_batch()
+  start, end = model(batch["input_ids"], batch["segment_ids"],
+                     batch["input_mask"])
+  with torch.no_grad():
+    out = hf.eval()(input_ids=torch.tensor(batch["input_ids"]).long(),
+                    attention_mask=torch.tensor(batch["input_mask"]).long(),
+                    token_type_ids=torch.tensor(batch["segment_ids"]).long())
+  mask = batch["input_mask"] > 0
+  np.testing.assert_allclose(np.asarray(start)[mask],
+                             out.start_logits.numpy()[mask], atol=1e-5)
+  np.testing.assert_allclose(np.asarray(end)[mask],
+                             out.end_logits.numpy()[mask], atol=1e-5)
+
+
 def test_bad_squad_input_is_one_line(tmp_path):
   data = write_squad20(tmp_path / "squad", n_train=8, n_dev=4)
 
