@@ -343,3 +343,84 @@ def prepare_quoref(out_dir: str, cache_dir: str, seed: int = 0,
   with open(os.path.join(set_dir, "meta.json"), "w") as f:
     json.dump(meta, f, indent=2)
   return meta
+
+
+# -- multiple choice (SWAG's format) ------------------------------------------
+
+# BIG-bench's goal_step_wikihow/step_inference: "The most reasonable step of
+# '<goal>' is " and four wikiHow steps, one of them the goal's (the others
+# from other goals); written as SWAG CSVs for `configs/finetune.py:swag`.
+SWAG_MEMBER = "goal_step_wikihow/step_inference/task.json"
+SWAG_HEADER = ["", "video-id", "fold-ind", "startphrase", "sent1", "sent2",
+               "gold-source", "ending0", "ending1", "ending2", "ending3",
+               "label"]
+_GOAL = re.compile(r"'(.*)'")
+
+
+def step_inference_rows(task: dict) -> list[dict]:
+  """Each example as SWAG fields: sent1 = the question, sent2 empty, the
+  four steps as endings in the task's order, label = the one scored 1;
+  `goal` (the quoted wikiHow title) groups examples for splitting."""
+  rows = []
+  for i, example in enumerate(task["examples"]):
+    where = f"{SWAG_MEMBER} example {i}"
+    scores = example.get("target_scores") or {}
+    if len(scores) != 4 or sorted(scores.values()) != [0, 0, 0, 1]:
+      raise ValueError(f"{where}: expected 4 choices, one scored 1; got "
+                       f"{scores}")
+    question = _clean(example["input"])
+    goal = _GOAL.search(question)
+    if goal is None:
+      raise ValueError(f"{where}: no quoted goal in {question[:80]!r}")
+    endings = [_clean(k) for k in scores]
+    rows.append({"sent1": question, "sent2": "", "endings": endings,
+                 "label": list(scores.values()).index(1),
+                 "goal": goal.group(1).lower(), "source_index": i})
+  return rows
+
+
+def write_swag_csv(path: str, rows: list[dict], split_name: str) -> None:
+  """rows in swagaf's regular-split CSV layout (quoted by the csv module)."""
+  import csv  # pylint: disable=g-import-not-at-top
+  tmp = path + ".tmp"
+  with open(tmp, "w", encoding="utf-8", newline="") as f:
+    w = csv.writer(f)
+    w.writerow(SWAG_HEADER)
+    for i, r in enumerate(rows):
+      w.writerow([i, f"wikihow-{split_name}", r["source_index"],
+                  f"{r['sent1']} {r['sent2']}".strip(), r["sent1"],
+                  r["sent2"], "gold", *r["endings"], r["label"]])
+  os.replace(tmp, path)
+
+
+def prepare_swag(out_dir: str, cache_dir: str, seed: int = 0,
+                 n_train: int = 1600, n_dev: int = 500,
+                 name: str = "step_inference") -> dict:
+  """train.csv / val.csv of step_inference under out_dir/name (dev goals
+  disjoint from train's); returns its meta.json."""
+  task = read_task(fetch_sdist(cache_dir), SWAG_MEMBER)
+  rows = step_inference_rows(task)
+  as_rows = [Row(str(i), None, str(r["label"]), r["goal"])
+             for i, r in enumerate(rows)]
+  train, dev = split(as_rows, n_train, n_dev, seed)
+  train = [rows[int(r.text_a)] for r in train]
+  dev = [rows[int(r.text_a)] for r in dev]
+  set_dir = os.path.join(out_dir, name)
+  os.makedirs(set_dir, exist_ok=True)
+  paths = {s: os.path.join(set_dir, f"{s}.csv") for s in ("train", "val")}
+  write_swag_csv(paths["train"], train, "train")
+  write_swag_csv(paths["val"], dev, "val")
+  count = lambda rs: dict(sorted(collections.Counter(
+      r["label"] for r in rs).items()))
+  meta = {
+      "name": name, "source": f"{SDIST} {TASKS_ROOT}/{SWAG_MEMBER}",
+      "seed": seed, "n_source": len(rows), "n_train": len(train),
+      "n_dev": len(dev), "train_labels": count(train),
+      "dev_labels": count(dev),
+      "dev_goals_disjoint": not ({r["goal"] for r in train}
+                                 & {r["goal"] for r in dev}),
+      "digest": file_digest(paths["train"], paths["val"]),
+  }
+  with open(os.path.join(set_dir, "meta.json"), "w") as f:
+    json.dump(meta, f, indent=2)
+  return meta

@@ -820,6 +820,34 @@ def export_hf_question_answering(cfg: BertConfig, params: Params,
                    {"architectures": ["BertForQuestionAnswering"]})
 
 
+def export_hf_multiple_choice(cfg: BertConfig, params: Params,
+                              vocab_file: str | None, out_dir: str) -> str:
+  """A fine-tuned multiple-choice model (SWAG) for transformers.
+
+  `params` = {'bert': encoder, 'classifier': {'kernel' [H, 1], 'bias'
+  [1]}} (the layout of `heads.BertForMultipleChoice`: one score per choice
+  from the pooled [CLS]). `BertForMultipleChoice.from_pretrained(out_dir)`
+  loads it with no missing or unexpected keys.
+  """
+  if cfg.attention == "causal":
+    raise ValueError(
+        f"{out_dir}: a causal (LTR) model pools its last real token; "
+        "transformers' BertForMultipleChoice pools position 0, so it would "
+        "compute something else; keep the bert_jax checkpoint")
+  params = jax_to_numpy(params)
+  encoder = check_params(cfg, {"bert": params["bert"]}, out_dir, "hf")
+  tensors = to_hf_tensors(cfg, encoder)
+  kernel = np.asarray(params["classifier"]["kernel"], np.float32)
+  if kernel.shape != (cfg.hidden_size, 1):
+    raise ValueError(f"{out_dir}: a multiple-choice scorer has a "
+                     f"[{cfg.hidden_size}, 1] kernel, got {kernel.shape}")
+  tensors["classifier.weight"] = np.ascontiguousarray(kernel.T)
+  tensors["classifier.bias"] = np.asarray(params["classifier"]["bias"],
+                                          np.float32).reshape(1)
+  return _write_hf(cfg, tensors, vocab_file, out_dir,
+                   {"architectures": ["BertForMultipleChoice"]})
+
+
 # -- export to Google's TF1 format --------------------------------------------
 
 def export_tf1_names(cfg: BertConfig, params: Params) -> dict[str, np.ndarray]:

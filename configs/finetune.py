@@ -2,7 +2,8 @@
 
 TASK is a GLUE task (`cola sst2 mrpc stsb qqp mnli qnli rte wnli`),
 `custom` (a labelled TSV set, see bert_jax/tasks/glue.py), `squad11` or
-`squad20` (SQuAD, with run_squad.py's flags: see `squad`), or named
+`squad20` (SQuAD, with run_squad.py's flags: see `squad`), `swag` (SWAG's
+CSV files, see bert_jax/tasks/swag.py), or named
 arguments: `configs/finetune.py:task=mnli,model=large,dtype=bfloat16`
 (`model` is the preset used when no init_checkpoint is given; `dtype` the
 compute dtype).
@@ -20,7 +21,7 @@ import ml_collections
 
 GLUE = ("cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli")
 SQUAD = ("squad11", "squad20")
-TASKS = (*GLUE, "custom", *SQUAD)
+TASKS = (*GLUE, "custom", *SQUAD, "swag")
 _ARGS = ("task", "model", "dtype")
 
 
@@ -134,5 +135,12 @@ def get_config(arg: str = "mrpc") -> ml_collections.ConfigDict:
     c.model.preset = args["model"]
   if "dtype" in args:
     c.model.dtype = args["dtype"]
+  if task == "swag":
+    # The paper's SWAG recipe (3 epochs, lr 2e-5, batch 16); sequences of
+    # 80 as Hugging Face's run_swag.py README trains them.
+    c.train_batch_size = 16
+    c.learning_rate = 2e-5
+    c.num_train_epochs = 3.0
+    c.max_seq_length = 80
   c.lock()
   return c

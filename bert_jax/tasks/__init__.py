@@ -22,6 +22,9 @@ def from_config(config: ml_collections.ConfigDict):
   from bert_jax.tasks import squad  # pylint: disable=g-import-not-at-top
   if name in squad.TASK_NAMES:
     return squad.SquadTask(config)
+  if name == "swag":
+    from bert_jax.tasks import swag  # pylint: disable=g-import-not-at-top
+    return swag.SwagTask(config)
   raise ValueError(f"config.task={name!r} is not a known task; known: "
                    f"pretraining, {', '.join(classification.TASK_NAMES)}, "
-                   f"{', '.join(squad.TASK_NAMES)}")
+                   f"{', '.join(squad.TASK_NAMES)}, swag")
