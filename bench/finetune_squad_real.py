@@ -119,7 +119,7 @@ def peer(args) -> dict:
     sched.step()
     opt.zero_grad(set_to_none=True)
     if (step + 1) % 20 == 0 or step + 1 == steps:
-      print(f"hf: step {step + 1}/{steps} loss {float(loss):.4f} "
+      print(f"hf: step {step + 1}/{steps} loss {float(loss.detach()):.4f} "
             f"{time.perf_counter() - start:.0f}s", flush=True)
   train_seconds = time.perf_counter() - start
 
