@@ -342,6 +342,7 @@ def test_squad20_learns_writes_run_squad_files_and_matches_transformers(
   assert results["steps"] == 60
   assert results["windows"]["train"] > 240
   assert results["task"] == "squad20"
+  assert results["skipped"] == {"train": {"answer_not_found": 0}}
   # Chance: "" everywhere is right on the ~30% impossible questions.
   assert results["eval_exact_match"] > 85, results
   assert results["eval_HasAns_exact"] > 80 and results["eval_NoAns_exact"] > 80
