@@ -140,6 +140,7 @@ class Checkpointer:
                  config=ocp.args.JsonSave(config))
     if identity is not None:
       items["identity"] = ocp.args.JsonSave(identity)
+    self.wait()  # the previous save's failure is that save's, not this one's
     self._saving = step
     try:
       return self.manager.save(step, args=ocp.args.Composite(**items),

@@ -206,7 +206,8 @@ def test_sigterm_sets_the_flag_and_close_restores_the_handler():
 # -- end to end: the pre-training job killed, preempted, corrupted ----------
 
 
-def test_killed_and_resumed_run_is_bitwise_identical(data_dir, tmp_path):
+def test_killed_in_an_async_write_and_resumed_run_is_bitwise_identical(
+    data_dir, tmp_path):
   full, broken = str(tmp_path / "full"), str(tmp_path / "broken")
   rc, out = _main(full, data_dir)
   assert rc == 0, out[-3000:]
@@ -214,18 +215,28 @@ def test_killed_and_resumed_run_is_bitwise_identical(data_dir, tmp_path):
   assert results["steps"] == 12
   assert 0 <= results["masked_lm_accuracy"] <= 1
   assert results["next_sentence_accuracy"] > 0
-  # A real kill (SIGKILL, no clean-up) after a random checkpoint landed.
-  kill_after = int(np.random.default_rng().choice([2, 4, 6, 8]))
-  proc = _main(broken, data_dir, wait=False)
+  # A real kill (SIGKILL, no clean-up) inside the asynchronous write of a
+  # random checkpoint: everything written, Orbax's commit (the rename of
+  # its temporary directory) not yet done.
+  kill_in = int(np.random.default_rng().choice([4, 6, 8]))
+  marker = str(tmp_path / "paused")
+  proc = _main(broken, data_dir, wait=False, env={
+      "BERT_JAX_PAUSE_BEFORE_COMMIT": str(kill_in),
+      "BERT_JAX_PAUSE_MARKER": marker})
   ckpt_dir = os.path.join(broken, "checkpoints")
-  _wait_for(proc, lambda: os.path.isdir(ckpt_dir) and any(
-      d.isdigit() and int(d) >= kill_after for d in os.listdir(ckpt_dir)))
+  _wait_for(proc, lambda: os.path.exists(marker))
   proc.kill()
   proc.wait()
+  with open(marker) as f:
+    tmp_dir = f.read()
+  assert os.path.isdir(tmp_dir) and os.listdir(os.path.join(tmp_dir, "state"))
+  assert not os.path.exists(os.path.join(ckpt_dir, str(kill_in)))
   assert not os.path.exists(os.path.join(broken, "results.json"))
   rc, out = _main(broken, data_dir)
   assert rc == 0, out[-3000:]
-  assert "resumed from the checkpoint at step" in out
+  # The last complete checkpoint, with no word of the half-written one.
+  assert f"resumed from the checkpoint at step {kill_in - 2}" in out
+  assert "unreadable" not in out
   a, b = _exported_params(full), _exported_params(broken)
   assert a.keys() == b.keys()
   for k in a:

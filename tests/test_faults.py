@@ -7,23 +7,16 @@ test_main; malformed inputs in test_fuzz.) RELIABILITY.md lists them all.
 """
 
 import contextlib
-import json
 import os
-import resource
-import shutil
-import signal
 import subprocess
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from jax.sharding import NamedSharding
-from jax.sharding import PartitionSpec as P
 
 from bert_jax import checkpoints
 from bert_jax import numerics
-from bert_jax import sharding
 from bert_jax import train
 from bert_jax.tasks import pretraining
 from tests.test_train import VOCAB
@@ -138,3 +131,45 @@ def test_first_non_finite_names_the_tensor_and_the_operation():
       _saturating_loss, {"params": dict(params, b=jnp.array(
           [1.0, jnp.inf, 1.0])), "x": x}) == (
               "the input params/b is not finite")
+
+
+@contextlib.contextmanager
+def _small_disk(path, size):
+  """A real file system of `size` (tmpfs); skips where mounting is not
+  allowed (not root)."""
+  os.makedirs(path)
+  try:
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs",
+                    path], check=True, capture_output=True)
+  except (OSError, subprocess.CalledProcessError) as e:
+    pytest.skip(f"cannot mount a tmpfs here ({e})")
+  try:
+    yield path
+  finally:
+    subprocess.run(["umount", "-l", path], check=False)
+
+
+def test_disk_full_during_a_save(data_dir, tmp_path):
+  """The workdir's disk fills in the second checkpoint (each is ~18 MB of
+  params and Adam moments; the disk holds 30 MB): the run stops with one
+  error naming the step and the intact one, which still restores, and no
+  half-written step is listed."""
+  config = tiny_config(data_dir, num_train_steps=8, save_checkpoints_steps=2,
+                       log_every_steps=2, export=False)
+  with _small_disk(str(tmp_path / "disk"), "30m") as workdir:
+    with pytest.raises(checkpoints.CheckpointWriteError) as e:
+      train.train_and_evaluate(config, workdir)
+    msg = str(e.value)
+    assert "\n" not in msg
+    assert "saving the checkpoint at step 4 in " in msg
+    assert "No space left on device" in msg
+    assert msg.endswith("the checkpoint at step 2 is intact")
+    ckpt_dir = os.path.join(workdir, "checkpoints")
+    reader = checkpoints.Checkpointer(ckpt_dir)
+    assert reader.all_steps() == [2]
+    fns = train.make_train_step(config, train.make_mesh(config), 8000)
+    step, state, data = reader.restore_latest(fns.abstract_state)
+    assert step == 2 == int(state["step"]) == data["step"]
+    assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(state))
+    reader.close()
+    assert not os.path.exists(os.path.join(workdir, "results.json"))
