@@ -154,7 +154,7 @@ def test_disk_full_during_a_save(data_dir, tmp_path):
   params and Adam moments; the disk holds 30 MB): the run stops with one
   error naming the step and the intact one, which still restores, and no
   half-written step is listed."""
-  config = tiny_config(data_dir, num_train_steps=8, save_checkpoints_steps=2,
+  config = tiny_config(data_dir, num_train_steps=4, save_checkpoints_steps=2,
                        log_every_steps=2, export=False)
   with _small_disk(str(tmp_path / "disk"), "30m") as workdir:
     with pytest.raises(checkpoints.CheckpointWriteError) as e:
