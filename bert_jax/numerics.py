@@ -1,12 +1,14 @@
 """Where a computation first went non-finite.
 
-`first_non_finite(fn, args)` runs `fn` (a function of named pytrees, e.g.
-the train step's loss and gradients) one primitive at a time, on the
-devices (one compiled pass that checks every intermediate value), and names the first value that is not finite: an input leaf (a
-parameter, a batch feature), or the first operation whose output holds a
-NaN or an infinity, with its place in bert_jax's source and, inside a
-scanned layer stack, the layer. The training loop calls it once, after a
-non-finite loss, on the batch that caused it and the last good state.
+`first_non_finite(loss_fn, args)` names the first non-finite tensor of a
+loss and its gradient: an input leaf (a parameter, a batch feature), the
+loss, or a gradient leaf. With `trace_ops` (or `trace(fn, args)` alone) it
+also names the operation: one compiled pass evaluates the program
+operation by operation, with a finiteness check on every intermediate
+value, and reports the first operation whose output holds a NaN or an
+infinity, with its place in bert_jax's source and, inside a scanned layer
+stack, the layer. The training loop calls it once, after a non-finite
+loss, on the batch that caused it and the last good state.
 """
 
 from __future__ import annotations

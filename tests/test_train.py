@@ -135,7 +135,8 @@ def test_gradient_accumulation_equals_full_batch(data_dir):
 
 def _main(workdir, data_dir, *extra, wait=True, env=None):
   """The job as a subprocess; `env` arms a fault (tests/fault_hooks.py)."""
-  args = [sys.executable, "-m", "tests.fault_hooks" if env else "bert_jax.main",
+  entry = "tests.fault_hooks" if env else "bert_jax.main"
+  args = [sys.executable, "-m", entry,
           "--config=configs/pretrain.py:demo", f"--workdir={workdir}",
           f"--config.data.data_dir={data_dir}",
           f"--config.data.vocab_file={VOCAB}",
