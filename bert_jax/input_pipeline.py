@@ -211,18 +211,18 @@ def inspect_shards(paths: Sequence[str]) -> tuple[list[int], FeatureSpec]:
   for path in paths:
     if not os.path.exists(path):
       raise FileNotFoundError(f"{path}: no such record file")
-    try:
+    try:  # the reader's C++ errors (RuntimeError) come from any call
       reader = array_record_module.ArrayRecordReader(path)
+      try:
+        n = reader.num_records()
+        first = reader.read([0])[0] if n else None
+      finally:
+        reader.close()
     except Exception as e:  # pylint: disable=broad-except
       raise ValueError(f"{path}: not a readable ArrayRecord file ({e})") from e
-    try:
-      n = reader.num_records()
-      counts.append(n)
-      if n == 0:
-        continue
-      first = reader.read([0])[0]
-    finally:
-      reader.close()
+    counts.append(n)
+    if n == 0:
+      continue
     try:
       this = FeatureSpec.of(records.parse_example(first))
     except Exception as e:  # pylint: disable=broad-except
@@ -397,8 +397,12 @@ class PretrainingBatches(grain.MapDataset):
     out: list[bytes] = [b""] * len(keys)
     for shard in np.unique(shard_of):
       rows = np.flatnonzero(shard_of == shard)
-      got = self._readers.read(int(shard),
-                               (keys[rows] - self._counts[shard]).tolist())
+      try:
+        got = self._readers.read(int(shard),
+                                 (keys[rows] - self._counts[shard]).tolist())
+      except (RuntimeError, OSError) as e:  # a damaged chunk of the file
+        raise ValueError(f"{self._locate(int(keys[rows[0]]))}: unreadable "
+                         f"({' '.join(str(e).split())[:200]})") from e
       for r, rec in zip(rows.tolist(), got):
         out[r] = rec
     return out

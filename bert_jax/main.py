@@ -18,6 +18,7 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from bert_jax import checkpoints
 from bert_jax import cli
 from bert_jax import train
 
@@ -53,7 +54,7 @@ def main(argv: Sequence[str]) -> None:
                jax.process_count(), jax.device_count())
   try:
     results = train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
-  except train.ConfigError as e:
+  except (train.ConfigError, checkpoints.CheckpointIOError) as e:
     sys.exit(f"error: {e}")
   except train.NonFiniteLossError as e:
     logging.error("%s", e)

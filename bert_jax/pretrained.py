@@ -324,6 +324,35 @@ def _read_json(path: str) -> dict:
       raise ValueError(f"{path}: not valid JSON ({e})") from e
 
 
+# The numeric fields of a checkpoint config (JSON's true is no layer count).
+_CONFIG_NUMBERS = {
+    **dict.fromkeys(("vocab_size", "hidden_size", "num_hidden_layers",
+                     "num_attention_heads", "intermediate_size",
+                     "max_position_embeddings", "type_vocab_size"), (int,)),
+    **dict.fromkeys(("hidden_dropout_prob", "attention_probs_dropout_prob",
+                     "layer_norm_eps", "initializer_range"), (float, int)),
+}
+
+
+def _config_from_json(path: str, **kwargs: Any) -> BertConfig:
+  """BertConfig.from_json_dict of a file; a missing or mistyped field is a
+  ValueError naming the file."""
+  d = _read_json(path)
+  try:
+    if not isinstance(d, dict):
+      raise TypeError(f"a JSON {type(d).__name__}, not an object")
+    for key, value in d.items():
+      kind = _CONFIG_NUMBERS.get(key)
+      if kind and (isinstance(value, bool) or not isinstance(value, kind)):
+        raise TypeError(f"{key}={value!r} is not a number of type "
+                        f"{kind[0].__name__}")
+    return BertConfig.from_json_dict(d, **kwargs)
+  except KeyError as e:
+    raise ValueError(f"{path}: no {e} field") from e
+  except TypeError as e:
+    raise ValueError(f"{path}: {e}") from e
+
+
 def _hf_weights_file(src: str) -> str:
   if os.path.isfile(src):
     return src
@@ -393,11 +422,16 @@ def import_hf(src: str, seed: int = 0, *, task: str = "pretraining",
   _check_task(task)
   weights = _hf_weights_file(src)
   directory = os.path.dirname(weights)
-  cfg = BertConfig.from_json_dict(
-      _read_json(os.path.join(directory, "config.json")), **config_overrides)
+  cfg = _config_from_json(os.path.join(directory, "config.json"),
+                          **config_overrides)
   if weights.endswith(".safetensors"):
     from safetensors.numpy import load_file  # pylint: disable=g-import-not-at-top
-    tensors = load_file(weights)
+    try:
+      tensors = load_file(weights)
+    except Exception as e:  # pylint: disable=broad-except
+      # safetensors' own error type: a truncated or garbled file.
+      raise ValueError(f"{weights}: not a readable safetensors file "
+                       f"({' '.join(str(e).split())[:200]})") from e
   else:
     try:
       import torch  # pylint: disable=g-import-not-at-top
@@ -457,8 +491,8 @@ def import_tf1(src: str, seed: int = 0, *, task: str = "pretraining",
   """
   _check_task(task)
   prefix = _tf1_prefix(src)
-  cfg = BertConfig.from_json_dict(
-      _read_json(os.path.join(os.path.dirname(prefix), "bert_config.json")),
+  cfg = _config_from_json(
+      os.path.join(os.path.dirname(prefix), "bert_config.json"),
       tf1_gelu=True, **config_overrides)
   try:
     import tensorflow as tf  # pylint: disable=g-import-not-at-top

@@ -9,10 +9,19 @@ from the newest readable checkpoint), runs the jitted train step with
 donated state, evaluates, checkpoints (also on SIGTERM), and at the end
 lets the task write its predictions / exports and writes `results.json`.
 
-The train state is a plain pytree {'step', 'params', 'opt_state', 'bad'}:
-params are the nested dict of the model's nnx parameters; `bad` becomes
-true at the first non-finite loss, after which updates are skipped, so the
-state on the host is the last good one when the loop notices.
+The train state is a plain pytree {'step', 'params', 'opt_state', 'bad',
+'skipped'}: params are the nested dict of the model's nnx parameters. A
+step whose loss or gradient is not finite applies no update: while fewer
+than `config.max_bad_batches` batches have been skipped (`skipped`), it
+skips the batch and goes on; otherwise `bad` becomes true and every later
+update is skipped too, so the state on the host is the last good one when
+the loop notices. The loop then names the step and the first non-finite
+tensor (`bert_jax.numerics`), saves that state and stops.
+
+Each checkpoint records the run's identity (`run_identity`: model shape,
+vocabulary, objective, batch layout); a workdir whose checkpoint another
+config wrote is a ConfigError before the first step (and before anything
+in the workdir is rewritten).
 
 `make_train_step(config, mesh)` builds the step without any data, for
 `bert_jax.plan` to compile against a TPU topology.
@@ -41,7 +50,9 @@ from absl import logging
 from flax import nnx
 
 from bert_jax import checkpoints
+from bert_jax import manifest as manifest_lib
 from bert_jax import model as model_lib
+from bert_jax import numerics
 from bert_jax import optimizer as optimizer_lib
 from bert_jax import pretrained
 from bert_jax import sharding
@@ -123,7 +134,8 @@ def _forward_loss(graphdef, params, batch, rng, task, denominators=None):
 
 def train_step(state: dict[str, Any], batch: dict[str, Array], *, graphdef,
                task: tasks_base.Task, tx: optax.GradientTransformation,
-               schedule: optax.Schedule, seed: int, accum_steps: int
+               schedule: optax.Schedule, seed: int, accum_steps: int,
+               max_bad_batches: int = 0
                ) -> tuple[dict[str, Any], dict[str, Array]]:
   """One optimizer step (pure). Dropout keys come from fold_in(seed, step)."""
   step = state["step"]
@@ -159,22 +171,31 @@ def train_step(state: dict[str, Any], batch: dict[str, Array], *, graphdef,
         body, init, (micro, jnp.arange(accum_steps)))
   updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
   params = optax.apply_updates(state["params"], updates)
-  ok = jnp.isfinite(loss) & ~state["bad"]
-  # Skip the update on a non-finite loss and from then on: the host stops
+  grad_norm = optax.tree.norm(grads)
+  # A finite loss can still have an infinite gradient, which clipping
+  # turns into NaN parameters: both must be finite.
+  finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+  ok = finite & ~state["bad"]
+  # A bad batch within the budget is skipped (the step counts, nothing is
+  # applied); past it, no update is applied from then on: the host stops
   # at its next look and saves this, the last good state.
+  skip = ~finite & ~state["bad"] & (state["skipped"] < max_bad_batches)
+  bad = ~ok & ~skip
   keep = lambda new, old: jax.tree.map(
       lambda n, o: jnp.where(ok, n, o), new, old)
   new_state = {
-      "step": jnp.where(ok, step + 1, step),
+      "step": jnp.where(ok | skip, step + 1, step),
       "params": keep(params, state["params"]),
       "opt_state": keep(opt_state, state["opt_state"]),
-      "bad": ~ok,
+      "bad": bad,
+      "skipped": state["skipped"] + skip.astype(jnp.int32),
   }
   metrics = {
       "loss": loss,
-      "grad_norm": optax.tree.norm(grads),
+      "grad_norm": grad_norm,
       "learning_rate": schedule(step),
-      "first_bad_step": jnp.where(ok, jnp.iinfo(jnp.int32).max, step),
+      "first_bad_step": jnp.where(bad, step, jnp.iinfo(jnp.int32).max),
+      "skipped_step": jnp.where(skip, step, -1),
       **sums,
   }
   return new_state, metrics
@@ -198,6 +219,8 @@ class StepFns:
   model_config: model_lib.BertConfig
   schedule: optax.Schedule
   task: tasks_base.Task
+  # (params, batch, step) -> the step's loss, unjitted: for `numerics`
+  loss_fn: Any = None
 
   def abstract_batch(self, config, seq_len: int, num_pred: int,
                      batch: int) -> dict[str, jax.ShapeDtypeStruct]:
@@ -258,7 +281,8 @@ def make_train_step(config: ml_collections.ConfigDict,
       tx, lambda _, s: s, abstract_opt, param_shardings,
       transform_non_params=lambda _: replicated)
   state_shardings = {"step": replicated, "params": param_shardings,
-                     "opt_state": opt_shardings, "bad": replicated}
+                     "opt_state": opt_shardings, "bad": replicated,
+                     "skipped": replicated}
 
   def init(pre):
     params = nnx.to_pure_dict(nnx.state(make(), nnx.Param))
@@ -266,7 +290,8 @@ def make_train_step(config: ml_collections.ConfigDict,
       params[key] = jax.tree.map(lambda fresh, x: x.astype(fresh.dtype),
                                  params[key], tree)
     return {"step": jnp.zeros((), jnp.int32), "params": params,
-            "opt_state": tx.init(params), "bad": jnp.zeros((), bool)}
+            "opt_state": tx.init(params), "bad": jnp.zeros((), bool),
+            "skipped": jnp.zeros((), jnp.int32)}
 
   abstract_state = jax.tree.map(
       lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
@@ -274,7 +299,8 @@ def make_train_step(config: ml_collections.ConfigDict,
   data_sharding = sharding.batch_sharding(mesh)
   step_fn = functools.partial(
       train_step, graphdef=graphdef, task=task, tx=tx, schedule=schedule,
-      seed=config.seed, accum_steps=config.optimizer.grad_accum_steps)
+      seed=config.seed, accum_steps=config.optimizer.grad_accum_steps,
+      max_bad_batches=config.get("max_bad_batches", 0))
   jit_train = jax.jit(step_fn, in_shardings=(state_shardings, data_sharding),
                       out_shardings=(state_shardings, replicated),
                       donate_argnums=(0,))
@@ -292,8 +318,56 @@ def make_train_step(config: ml_collections.ConfigDict,
     return jax.jit(init, in_shardings=(shardings,),
                    out_shardings=state_shardings)(pre)
 
+  def loss_fn(params, batch, step):
+    # The step's loss on the whole batch (micro-batches add up to it).
+    rng = jax.random.fold_in(jax.random.key(config.seed), step)
+    return _forward_loss(graphdef, params, batch, rng, task)[0]
+
   return StepFns(jit_train, jit_eval, born_sharded, graphdef, abstract_state,
-                 state_shardings, data_sharding, cfg, schedule, task)
+                 state_shardings, data_sharding, cfg, schedule, task,
+                 loss_fn)
+
+
+# -- what a checkpoint must share with a run resuming from it --------------
+
+# The config keys that fix what each step's batch holds: a checkpoint's
+# input position means nothing to a run that cuts batches differently.
+BATCH_LAYOUT_KEYS = ("train_batch_size", "max_seq_length",
+                     "max_predictions_per_seq", "phase2_start_step",
+                     "phase2_train_batch_size", "phase2_max_seq_length",
+                     "phase2_max_predictions_per_seq")
+# BertConfig fields a resumed run may change: numerics and regularisation,
+# not the parameters nor the function they compute.
+_RESUMABLE_MODEL_FIELDS = ("dtype", "remat_policy", "attention_impl",
+                           "hidden_dropout_prob", "attention_dropout_prob",
+                           "initializer_range")
+
+
+def run_identity(config: ml_collections.ConfigDict, fns: StepFns,
+                 vocab_file: str | None) -> dict[str, Any]:
+  """What a checkpoint records of its run and a resuming run must match.
+
+  JSON, independent of the mesh: the task and objective, the model
+  (architecture fields of its BertConfig, and every parameter's shape),
+  the vocabulary (size and sha256) and the batch layout.
+  """
+  model = {k: v for k, v in dataclasses.asdict(fns.model_config).items()
+           if k not in _RESUMABLE_MODEL_FIELDS}
+  vocab = {"size": fns.model_config.vocab_size}
+  if vocab_file and os.path.isfile(vocab_file):
+    vocab["sha256"] = manifest_lib.sha256(vocab_file)
+  layout = {k: config[k] for k in BATCH_LAYOUT_KEYS if k in config
+            and (not k.startswith("phase2_") or config.get(
+                "phase2_start_step"))}
+  return {
+      "task": config.get("task", "pretraining"),
+      "objective": getattr(fns.task, "objective", None),
+      "model": model,
+      "vocab": vocab,
+      "batch": layout,
+      "params": {k: list(v.shape) for k, v in _by_path(
+          fns.abstract_state["params"]).items()},
+  }
 
 
 # -- validation --------------------------------------------------------------
@@ -336,6 +410,8 @@ def validate(config: ml_collections.ConfigDict, workdir: str,
          "config.save_checkpoints_steps must be > 0")
   _check(config.eval_every_steps >= 0,
          "config.eval_every_steps must be >= 0 (0: only at the end)")
+  _check(config.get("max_bad_batches", 0) >= 0,
+         "config.max_bad_batches must be >= 0")
   task.validate(_check)
   try:
     os.makedirs(workdir, exist_ok=True)
@@ -435,15 +511,24 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   validate(config, workdir, mesh, task)
   task.prepare(workdir)
   fns = make_train_step(config, mesh, task=task)
-  _write_model_files(workdir, fns.model_config, getattr(task, "vocab_file",
-                                                        None))
+  vocab_file = getattr(task, "vocab_file", None)
+  identity = run_identity(config, fns, vocab_file)
+  ckpt = checkpoints.Checkpointer(os.path.join(workdir, "checkpoints"),
+                                  keep=config.keep_checkpoints)
+  try:
+    # Before anything in the workdir is rewritten.
+    ckpt.check_latest(identity)
+  except checkpoints.IncompatibleCheckpointError as e:
+    raise ConfigError(str(e)) from e
+  _write_model_files(workdir, fns.model_config, vocab_file)
   train_data = task.train_data(fns.batch_sharding)
   data_iter = train_data.iterator
   run_eval = functools.partial(_eval_runner, fns, mesh, config)
 
-  ckpt = checkpoints.Checkpointer(os.path.join(workdir, "checkpoints"),
-                                  keep=config.keep_checkpoints)
-  restored = ckpt.restore_latest(fns.abstract_state)
+  try:
+    restored = ckpt.restore_latest(fns.abstract_state, identity)
+  except checkpoints.IncompatibleCheckpointError as e:
+    raise ConfigError(str(e)) from e
   with sharding.activation_rules(mesh, rules_of(config)):
     if restored is None:
       state = fns.init()
@@ -476,24 +561,51 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   # meets a non-finite loss saves the state from before that step.
   data_states: list[dict[str, Any]] = []
 
+  max_bad = config.get("max_bad_batches", 0)
+
   def stop_if_bad(host_metrics=None):
     """After a non-finite loss: save the last good state and stop."""
     if host_metrics is None:
       if not bool(jax.device_get(state["bad"])):
         return
       host_metrics = jax.device_get(pending)
+    for m in host_metrics:
+      if int(m["skipped_step"]) >= 0:
+        logging.warning("non-finite loss or gradient at step %d: batch "
+                        "skipped (config.max_bad_batches=%d)",
+                        int(m["skipped_step"]), max_bad)
     bad = min(int(m["first_bad_step"]) for m in host_metrics)
     if bad == np.iinfo(np.int32).max:
       return
     # The step counter stopped at the first bad step (no update applied),
     # so the state is the one after step `bad - 1`: label it `bad`.
+    data_before = data_states[bad - (step - len(data_states))]
     if bad not in ckpt.all_steps():  # else: resumed from it, failed again
-      ckpt.save(bad, state, data_states[bad - (step - len(data_states))],
-                config_json, force=True)
+      ckpt.save(bad, state, data_before, config_json, force=True,
+                identity=identity)
       ckpt.wait()
+    where = _first_non_finite(bad, data_before)
     raise NonFiniteLossError(
-        f"non-finite loss at step {bad}; the checkpoint at step {bad} in "
-        f"{ckpt.directory} holds the last good state")
+        f"non-finite loss at step {bad}"
+        + (f" ({where})" if where else "")
+        + (f", after skipping {max_bad} bad batches" if max_bad else "")
+        + f"; the checkpoint at step {bad} in {ckpt.directory} holds the "
+        "last good state")
+
+  def _first_non_finite(bad, data_before):
+    """The bad batch again, through a checked pass on the last good state."""
+    try:
+      data_iter.set_state(data_before)
+      batch = next(data_iter)
+      with sharding.activation_rules(mesh, rules_of(config)):
+        return numerics.first_non_finite(
+            fns.loss_fn, {"params": state["params"], "batch": batch,
+                          "step": np.int32(bad)},
+            trace_ops=config.get("trace_non_finite", False))
+    except Exception as e:  # pylint: disable=broad-except
+      # A diagnosis that fails must not hide the stop itself.
+      logging.warning("could not find the first non-finite value: %s", e)
+      return None
 
   saved_at = [start]  # the newest checkpoint's step (0: none yet)
 
@@ -501,7 +613,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     if s == saved_at[0]:
       return  # e.g. a periodic save step that is also the last or preempted
     stop_if_bad()  # never checkpoint a state that stopped learning
-    ckpt.save(s, state, data_iter.get_state(), config_json, force=force)
+    ckpt.save(s, state, data_iter.get_state(), config_json, force=force,
+              identity=identity)
     saved_at[0] = s
 
   try:

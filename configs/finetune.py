@@ -91,6 +91,11 @@ def base() -> ml_collections.ConfigDict:
   c.eval_every_steps = 0  # 0: evaluate on dev at the end only
   c.save_checkpoints_steps = 1000
   c.keep_checkpoints = 2
+  # Batches with a non-finite loss or gradient skipped (no update) before
+  # the run stops; a stop names the first non-finite tensor, and with
+  # trace_non_finite the operation (a slower, checked pass).
+  c.max_bad_batches = 0
+  c.trace_non_finite = False
   c.export = True  # the fine-tuned model for transformers at the end
   return c
 

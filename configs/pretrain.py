@@ -91,6 +91,11 @@ def base() -> ml_collections.ConfigDict:
   c.eval_every_steps = 10_000
   c.num_eval_steps = 100
   c.keep_checkpoints = 3
+  # Batches with a non-finite loss or gradient skipped (no update) before
+  # the run stops; a stop names the first non-finite tensor, and with
+  # trace_non_finite the operation (a slower, checked pass).
+  c.max_bad_batches = 0
+  c.trace_non_finite = False
   c.export = True
   return c
 

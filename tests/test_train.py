@@ -133,8 +133,10 @@ def test_gradient_accumulation_equals_full_batch(data_dir):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
 
 
-def _main(workdir, data_dir, *extra, wait=True):
-  args = [sys.executable, "-m", "bert_jax.main",
+def _main(workdir, data_dir, *extra, wait=True, env=None):
+  """The job as a subprocess; `env` arms a fault (tests/fault_hooks.py)."""
+  entry = "tests.fault_hooks" if env else "bert_jax.main"
+  args = [sys.executable, "-m", entry,
           "--config=configs/pretrain.py:demo", f"--workdir={workdir}",
           f"--config.data.data_dir={data_dir}",
           f"--config.data.vocab_file={VOCAB}",
@@ -145,7 +147,8 @@ def _main(workdir, data_dir, *extra, wait=True):
           "--config.log_every_steps=1", "--config.save_checkpoints_steps=2",
           "--config.num_eval_steps=2", *extra]
   proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True)
+                          stderr=subprocess.STDOUT, text=True,
+                          env=dict(os.environ, **env) if env else None)
   if not wait:
     return proc
   out, _ = proc.communicate(timeout=300)
