@@ -12,7 +12,9 @@ Flags in, one call of `pretraining_data.create_pretraining_data` out (the
 algorithm, the worker processes and the shard layout are described there);
 `output_dir` gets `NAME-0000k-of-000NN.<format>` shards and, written last,
 `manifest.json` (see `bert_jax.manifest`). With `--eval_fraction`, a
-deterministic share of documents goes to separate `eval-*` shards.
+deterministic share of documents goes to separate `eval-*` shards, masked
+0.8,0.1,0.1 whatever `--mask_ratios` says (held-out figures then compare
+across Table 8 variants).
 """
 
 from __future__ import annotations
@@ -54,7 +56,8 @@ def define_flags() -> None:
   d.DEFINE_enum("objective", "mlm_nsp", list(pretraining_data.OBJECTIVES),
                 "mlm_nsp (BERT), mlm (No NSP) or ltr (left-to-right).")
   d.DEFINE_string("mask_ratios", "0.8,0.1,0.1",
-                  "MASK,SAME,RND probabilities (the paper's Table 8).")
+                  "MASK,SAME,RND probabilities (the paper's Table 8) of the "
+                  "training split; the held-out split is always 0.8,0.1,0.1.")
   d.DEFINE_boolean("dynamic_masking", False,
                    "Store unmasked; mask in the input pipeline.")
   d.DEFINE_enum("format", "array_record", ["array_record", "tfrecord"],
