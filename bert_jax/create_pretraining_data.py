@@ -26,6 +26,7 @@ from typing import Any
 from absl import app
 from absl import flags
 
+from bert_jax import cli
 from bert_jax import masking
 from bert_jax import pretraining_data
 from bert_jax import sources
@@ -116,4 +117,4 @@ def _run_from_flags(f) -> dict[str, Any]:
 
 if __name__ == "__main__":
   define_flags()
-  app.run(main)
+  cli.run(main)

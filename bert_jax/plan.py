@@ -48,9 +48,10 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from absl import app
 from absl import flags
 from ml_collections import config_flags
+
+from bert_jax import cli
 
 HBM_BYTES_V3 = 16 * 1024**3
 # TPU v3, per chip; a chip has two TensorCores and JAX counts each as a
@@ -519,4 +520,4 @@ def main(argv: Sequence[str]) -> None:
 
 if __name__ == "__main__":
   _prepare_environment()
-  app.run(main)
+  cli.run(main)
