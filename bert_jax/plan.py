@@ -262,9 +262,13 @@ def candidates(num_devices: int, num_heads: int, batch: int
   full FSDP (parameters and optimizer state split over every core), then
   FSDP with tensor parallelism over 2, 4 or 8 cores.
   """
+  from bert_jax import model as model_lib  # pylint: disable=g-import-not-at-top
   meshes = [(num_devices, 1, 1), (1, num_devices, 1)]
   for tensor in (2, 4, 8):
-    if num_devices % tensor == 0 and num_heads % tensor == 0:
+    # The vocabulary is padded to a multiple of VOCAB_PAD_MULTIPLE rows,
+    # so every tensor size offered here splits it evenly.
+    if (num_devices % tensor == 0 and num_heads % tensor == 0
+        and model_lib.VOCAB_PAD_MULTIPLE % tensor == 0):
       meshes.append((1, num_devices // tensor, tensor))
   out = []
   for micro in (1, 2, 4, 8, 16, 32):
