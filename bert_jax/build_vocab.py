@@ -23,6 +23,7 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from bert_jax import cli
 from bert_jax import sources
 from bert_jax import tokenization
 
@@ -195,4 +196,4 @@ def main(argv: Sequence[str]) -> None:
 
 if __name__ == "__main__":
   define_flags()
-  app.run(main)
+  cli.run(main)

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from absl import app
 from absl import flags
 
+from bert_jax import cli
 from bert_jax import pretrained
 
 
@@ -53,4 +54,4 @@ def define_flags() -> None:
 
 if __name__ == "__main__":
   define_flags()
-  app.run(main)
+  cli.run(main)

@@ -28,6 +28,7 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from bert_jax import cli
 from bert_jax import sources
 
 PAIR_SEPARATOR = " ||| "
@@ -206,4 +207,4 @@ def main(argv: Sequence[str]) -> None:
 
 if __name__ == "__main__":
   define_flags()
-  app.run(main)
+  cli.run(main)

@@ -133,7 +133,6 @@ def define_flags() -> None:
 
 
 if __name__ == "__main__":
-  from absl import app  # pylint: disable=g-import-not-at-top
   from bert_jax import cli  # pylint: disable=g-import-not-at-top
   define_flags()
-  app.run(main, flags_parser=cli.parse_flags)
+  cli.run(main)

@@ -36,7 +36,8 @@ class MaskedLMHead(nnx.Module):
                                      config.hidden_size, ("embed", "mlp"), rngs)
     self.layer_norm = model_lib.layer_norm(config, rngs)
     self.output_bias = nnx.Param(
-        model_lib._zeros(("vocab",))(rngs.params(), (config.vocab_size,),
+        model_lib._zeros(("vocab",))(rngs.params(),
+                                     (config.padded_vocab_size,),
                                      config.params_dtype))
 
   def __call__(self, x_BxPxD: Array, embedding: nnx.Embed) -> Array:
@@ -50,7 +51,23 @@ class MaskedLMHead(nnx.Module):
     table_VxD = embedding.embedding[...].astype(jnp.float32)
     logits_BxPxV = jnp.einsum("...d,vd->...v", h_BxPxD.astype(jnp.float32),
                               table_VxD)
-    return logits_BxPxV + self.output_bias[...].astype(jnp.float32)
+    logits_BxPxV = logits_BxPxV + self.output_bias[...].astype(jnp.float32)
+    return mask_padded_vocab(logits_BxPxV, self.config.vocab_size)
+
+
+def mask_padded_vocab(logits_BxPxV: Array, vocab_size: int) -> Array:
+  """Logits of the padding rows (ids >= vocab_size) at float32's minimum.
+
+  Their softmax weight underflows to exactly 0 and argmax never picks them,
+  so losses, accuracies and perplexities equal the unpadded model's; the
+  mask also stops their gradient. The padded width stays: it is what the
+  'vocab' axis shards evenly. `logits[..., :vocab_size]` are the real ones.
+  """
+  if logits_BxPxV.shape[-1] == vocab_size:
+    return logits_BxPxV
+  real_V = jnp.arange(logits_BxPxV.shape[-1]) < vocab_size
+  return jnp.where(real_V, logits_BxPxV,
+                   jnp.finfo(logits_BxPxV.dtype).min)
 
 
 def gather_positions(x_BxLxD: Array, positions_BxP: Array) -> Array:
@@ -59,7 +76,9 @@ def gather_positions(x_BxLxD: Array, positions_BxP: Array) -> Array:
 
 
 class PretrainingOutput(NamedTuple):
-  mlm_logits: Array  # [B, P, V] at masked positions; [B, L, V] for LTR
+  # [B, P, V] at masked positions, [B, L, V] for LTR; V is the padded
+  # vocabulary (padding masked: `mask_padded_vocab`).
+  mlm_logits: Array
   nsp_logits: Array | None  # [B, 2]; None without NSP
 
 

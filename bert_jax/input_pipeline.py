@@ -31,11 +31,11 @@ order (process p's devices holding the p-th block of the batch axis) the
 global array is the one a single process would build.
 
 Speed. A dataset element is a whole host batch: its records read from
-ArrayRecord and parsed by one `tf.io.parse_example` call (~4 us a record,
-7x faster than parsing protos one by one), prefetched by grain's thread
-pool; reading and parsing release the GIL, so threads suffice and no worker
-processes are needed. One core gives ~40,000 sequences/s at seq 128 (the
-goal is 5,000); see bench/bench_input_pipeline.py.
+ArrayRecord and parsed by `records.parse_examples` (protobuf, ~20-35 us a
+record at seq 128; TensorFlow's batched parser is ~1.5x faster, but
+importing TensorFlow costs seconds, ~500 MB and a page of start-up logs),
+prefetched by grain's thread pool. See bench/bench_input_pipeline.py for
+the sequences/s (the goal is 5,000 a core).
 
 Dynamic masking. Records made with `--dynamic_masking` hold unmasked ids
 (plus `word_start` for whole-word masking);
@@ -247,7 +247,7 @@ def inspect_shards(paths: Sequence[str]) -> tuple[list[int], FeatureSpec]:
 
 @functools.cache
 def _tf():
-  """TensorFlow, for its batched Example parser, kept off accelerators."""
+  """TensorFlow, to read TFRecord files (conversion only), off accelerators."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   try:
     tf.config.set_visible_devices([], "GPU")
@@ -354,7 +354,6 @@ class PretrainingBatches(grain.MapDataset):
       raise ValueError(f"{self._paths[0]}...: {self.num_records} records "
                        f"cannot fill one batch of {global_batch_size}")
     self._readers = _ShardReaders(self._paths)
-    _tf()  # imported here, not by the first of several prefetch threads
 
   def __len__(self) -> int:
     return self._len
@@ -413,17 +412,10 @@ class PretrainingBatches(grain.MapDataset):
 
   def _parse(self, raw: Sequence[bytes], keys: Sequence[int]
              ) -> dict[str, np.ndarray]:
-    tf = _tf()
-    spec = {k: tf.io.FixedLenFeature([n], tf.float32 if is_float else
-                                     tf.int64)
-            for k, is_float, n in self.feature_spec.features}
     try:
-      parsed = tf.io.parse_example(tf.constant(raw), spec)
-    except tf.errors.InvalidArgumentError as e:
+      return records.parse_examples(raw, self.feature_spec.features)
+    except Exception as e:  # pylint: disable=broad-except
       raise self._bad_record(raw, keys) from e
-    return {k: v.numpy().astype(np.float32 if v.dtype == tf.float32 else
-                                np.int32)
-            for k, v in parsed.items()}
 
   def _bad_record(self, raw: Sequence[bytes], keys: Sequence[int]
                   ) -> ValueError:

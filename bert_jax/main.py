@@ -41,10 +41,6 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv: Sequence[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  if not flags.FLAGS["verbosity"].present:
-    # Orbax logs every save at INFO; the console is for the progress line.
-    # --verbosity=0 brings them back.
-    logging.set_verbosity(logging.WARNING)
   if _COORDINATOR.value:
     jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value,
                                _PROCESS_ID.value)
@@ -71,4 +67,4 @@ def main(argv: Sequence[str]) -> None:
 
 
 if __name__ == "__main__":
-  app.run(main, flags_parser=cli.parse_flags)
+  cli.run(main)

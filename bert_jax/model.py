@@ -33,6 +33,14 @@ from flax import nnx
 
 Array = jax.Array
 
+# The embedding table and the MLM output bias get this many rows at least,
+# rounded up to a multiple of it (30,522 -> 30,592): every mesh the planner
+# offers (tensor axis 1, 2, 4 or 8) divides the sharded 'vocab' axis, and the
+# MXU tiles whole. The padded rows are never looked up, their logits are
+# masked out (heads.MaskedLMHead), and checkpoint files hold only the true
+# vocabulary (bert_jax.pretrained pads on import, strips on export).
+VOCAB_PAD_MULTIPLE = 128
+
 _ACTIVATIONS = ("gelu", "gelu_tanh", "relu")
 _ATTENTION = ("bidirectional", "causal")
 _REMAT = ("none", "full", "dots", "dots_no_batch")
@@ -48,6 +56,8 @@ class BertConfig:
   applies), or 'xla' / 'cudnn'. Attention dropout needs the probabilities,
   so while it is active (training with attention_dropout_prob > 0) the
   unfused path is used.
+  `vocab_size` is the true vocabulary; the parameters hold
+  `padded_vocab_size` rows (`vocab_pad_multiple`; 1: no padding).
   """
   vocab_size: int = 30522
   hidden_size: int = 768
@@ -67,6 +77,7 @@ class BertConfig:
   remat_policy: str = "none"
   scan_layers: bool = True
   attention_impl: str | None = None
+  vocab_pad_multiple: int = VOCAB_PAD_MULTIPLE
 
   def __post_init__(self):
     def check(ok: bool, msg: str):
@@ -74,7 +85,7 @@ class BertConfig:
         raise ValueError(f"BertConfig: {msg}")
     for name in ("vocab_size", "hidden_size", "num_layers", "num_heads",
                  "intermediate_size", "max_position_embeddings",
-                 "type_vocab_size"):
+                 "type_vocab_size", "vocab_pad_multiple"):
       value = getattr(self, name)
       check(isinstance(value, int) and value > 0,
             f"{name} must be a positive int, got {value!r}")
@@ -97,6 +108,12 @@ class BertConfig:
       check(0.0 <= value < 1.0, f"{name} must be in [0, 1), got {value}")
     check(self.layer_norm_eps > 0, "layer_norm_eps must be > 0")
     check(self.initializer_range > 0, "initializer_range must be > 0")
+
+  @property
+  def padded_vocab_size(self) -> int:
+    """Rows of the embedding table and the MLM output bias."""
+    m = self.vocab_pad_multiple
+    return -(-self.vocab_size // m) * m
 
   @property
   def head_dim(self) -> int:
@@ -285,7 +302,7 @@ class Embeddings(nnx.Module):
     emb = functools.partial(nnx.Embed, dtype=config.compute_dtype,
                             param_dtype=config.params_dtype, rngs=rngs)
     self.word_embeddings = emb(
-        config.vocab_size, config.hidden_size,
+        config.padded_vocab_size, config.hidden_size,
         embedding_init=kernel_init(config, ("vocab", "embed")))
     self.position_embeddings = emb(
         config.max_position_embeddings, config.hidden_size,

@@ -48,9 +48,10 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from absl import app
 from absl import flags
 from ml_collections import config_flags
+
+from bert_jax import cli
 
 HBM_BYTES_V3 = 16 * 1024**3
 # TPU v3, per chip; a chip has two TensorCores and JAX counts each as a
@@ -261,9 +262,13 @@ def candidates(num_devices: int, num_heads: int, batch: int
   full FSDP (parameters and optimizer state split over every core), then
   FSDP with tensor parallelism over 2, 4 or 8 cores.
   """
+  from bert_jax import model as model_lib  # pylint: disable=g-import-not-at-top
   meshes = [(num_devices, 1, 1), (1, num_devices, 1)]
   for tensor in (2, 4, 8):
-    if num_devices % tensor == 0 and num_heads % tensor == 0:
+    # The vocabulary is padded to a multiple of VOCAB_PAD_MULTIPLE rows,
+    # so every tensor size offered here splits it evenly.
+    if (num_devices % tensor == 0 and num_heads % tensor == 0
+        and model_lib.VOCAB_PAD_MULTIPLE % tensor == 0):
       meshes.append((1, num_devices // tensor, tensor))
   out = []
   for micro in (1, 2, 4, 8, 16, 32):
@@ -519,4 +524,4 @@ def main(argv: Sequence[str]) -> None:
 
 if __name__ == "__main__":
   _prepare_environment()
-  app.run(main)
+  cli.run(main)

@@ -139,6 +139,11 @@ _ROWS: list[_Row] = [
 
 _HEADS = ("mlm", "nsp")
 
+# Tensors with a row per vocabulary entry: the model holds
+# `cfg.padded_vocab_size` rows (model.VOCAB_PAD_MULTIPLE), every file only
+# the true `cfg.vocab_size`. Imports pad (zero rows), exports strip.
+_VOCAB_ROWS = ("bert/embeddings/word_embeddings/embedding", "mlm/output_bias")
+
 # Present in real checkpoints, carrying nothing we need: HF's tied decoder
 # and position-id buffer; TF1's optimizer slots and step counter.
 _HF_IGNORED = ("bert.embeddings.position_ids", "cls.predictions.decoder.weight",
@@ -190,6 +195,40 @@ def _flatten(tree: Mapping, prefix: str = "") -> dict[str, Any]:
     else:
       out[key] = v
   return out
+
+
+def _map_vocab_rows(params: Params, fn: Callable[[np.ndarray], Any]
+                    ) -> Params:
+  """`params` with `fn` applied to the vocab rows (new dicts, same leaves)."""
+  def walk(node: Mapping, prefix: str) -> dict:
+    out = {}
+    for k, v in node.items():
+      path = f"{prefix}/{k}" if prefix else str(k)
+      out[k] = (walk(v, path) if isinstance(v, Mapping)
+                else fn(v) if path in _VOCAB_ROWS else v)
+    return out
+  return walk(params, "")
+
+
+def pad_vocab(cfg: BertConfig, params: Params) -> Params:
+  """Pads tables of exactly `cfg.vocab_size` rows to the model's rows.
+
+  Zero rows (never looked up; their logits are masked). Tables of any
+  other size are left for `check_params` to report.
+  """
+  extra = cfg.padded_vocab_size - cfg.vocab_size
+
+  def pad(x):
+    if not extra or np.shape(x)[0] != cfg.vocab_size:
+      return x
+    x = np.asarray(x)
+    return np.concatenate([x, np.zeros((extra, *x.shape[1:]), x.dtype)])
+  return _map_vocab_rows(params, pad)
+
+
+def strip_vocab(cfg: BertConfig, params: Params) -> Params:
+  """The true vocabulary's rows only: what checkpoint files hold."""
+  return _map_vocab_rows(params, lambda x: x[:cfg.vocab_size])
 
 
 # -- import ------------------------------------------------------------------
@@ -282,6 +321,8 @@ def _assemble(cfg: BertConfig, lookup: Callable[[_Row, int | None], Any],
     if row.head and not heads_present[row.head]:
       continue
     want = _get(shapes, row.ours)
+    if row.ours in _VOCAB_ROWS:  # files hold the true vocabulary
+      want = (cfg.vocab_size, *want[1:])
     per_shape = want[1:] if row.per_layer else want
     layers = range(cfg.num_layers) if row.per_layer else [None]
     values = []
@@ -310,8 +351,9 @@ def _assemble(cfg: BertConfig, lookup: Callable[[_Row, int | None], Any],
   error = _problems_error(source, fmt, missing, unexpected, misshaped)
   if error:
     raise error
-  return params, ImportReport(source, fmt, [], sorted(ignored),
-                              [h for h in _HEADS if heads_present[h]])
+  return pad_vocab(cfg, params), ImportReport(
+      source, fmt, [], sorted(ignored),
+      [h for h in _HEADS if heads_present[h]])
 
 
 def _read_json(path: str) -> dict:
@@ -531,12 +573,14 @@ def check_params(cfg: BertConfig, params: Params, source: str,
                  fmt: str = "bert_jax") -> Params:
   """Checks a BertForPreTraining (or bare BertModel) params dict.
 
-  Returns it in the BertForPreTraining layout ({'bert': ..., heads}). Heads
-  may be absent as a whole; anything else missing, unexpected or mis-shaped
-  raises one error listing it all.
+  Returns it in the BertForPreTraining layout ({'bert': ..., heads}), the
+  vocabulary padded to the model's rows (`pad_vocab`; either size is
+  accepted). Heads may be absent as a whole; anything else missing,
+  unexpected or mis-shaped raises one error listing it all.
   """
   if "bert" not in params and "embeddings" in params:
     params = {"bert": params}
+  params = pad_vocab(cfg, params)
   want = _flatten(param_shapes(cfg))
   have = _flatten(params)
   heads_present = {h for h in _HEADS if h in params}
@@ -580,7 +624,7 @@ def save_bert_jax(cfg: BertConfig, params: Params, vocab_file: str | None,
   params_dir = os.path.join(out_dir, _NATIVE_PARAMS)
   if os.path.exists(params_dir):
     raise FileExistsError(f"{params_dir} exists; refusing to overwrite")
-  params = check_params(cfg, jax_to_numpy(params), out_dir)
+  params = strip_vocab(cfg, check_params(cfg, jax_to_numpy(params), out_dir))
   os.makedirs(out_dir, exist_ok=True)
   config = cfg.to_json_dict() | {"bert_jax": dataclasses.asdict(cfg)}
   with open(os.path.join(out_dir, _NATIVE_CONFIG), "w") as f:
@@ -711,6 +755,7 @@ def load_workdir(src: str, seed: int = 0, *, task: str = "pretraining",
 def _named_tensors(cfg: BertConfig, params: Params, fmt: str
                    ) -> dict[str, np.ndarray]:
   """Our params under the names and layouts of `fmt` ('hf' or 'tf1')."""
+  params = strip_vocab(cfg, params)
   out = {}
   for row in _ROWS:
     if row.head and row.head not in params:

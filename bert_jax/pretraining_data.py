@@ -45,7 +45,11 @@ temporary name and renamed when complete; the manifest (`bert_jax.manifest`:
 counts, options, sha256 of every shard, the skip/repair summary) is written
 last. Output depends on the seed, the inputs and `group_sentences`, not on
 `num_workers`. With `eval_fraction`, a deterministic share of documents goes
-to separate `eval-*` shards (one masking pass), for held-out metrics.
+to separate `eval-*` shards (one masking pass), for held-out metrics. The
+held-out split is always masked the standard way (`EVAL_MASK_RATIOS`,
+80/10/10), whatever `mask_ratios` the training split uses: with the same
+seed and inputs, every Table 8 variant gets the same held-out examples with
+the same masks, so their held-out MLM figures compare row to row.
 """
 
 from __future__ import annotations
@@ -72,6 +76,10 @@ from bert_jax import sources
 from bert_jax import tokenization
 
 OBJECTIVES = ("mlm_nsp", "mlm", "ltr")
+
+# How every held-out split is masked (MASK, SAME, RND): the paper's standard,
+# not the run's Table 8 variant, so held-out MLM metrics compare across rows.
+EVAL_MASK_RATIOS = masking.DEFAULT_MASK_RATIOS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -591,10 +599,12 @@ def create_pretraining_data(
       if not eval_docs:
         raise ValueError(f"--eval_fraction={eval_fraction} selected no "
                          "documents; raise it or add documents")
+      # The masks draw the same numbers whatever the ratios, so the same
+      # seed gives every variant the same held-out masks.
       manifest["eval"] = _write_split(
           _groups(iter(eval_docs), group_sentences), "eval", 1, output_dir,
-          fmt, opts, vocab_file, do_lower_case, random_seed, 1, pool,
-          num_workers)
+          fmt, dataclasses.replace(opts, mask_ratios=EVAL_MASK_RATIOS),
+          vocab_file, do_lower_case, random_seed, 1, pool, num_workers)
   elapsed = time.time() - start
   manifest.update({
       "format": fmt,
@@ -606,6 +616,7 @@ def create_pretraining_data(
           "short_seq_prob": opts.short_seq_prob,
           "dupe_factor": opts.dupe_factor,
           "mask_ratios": list(opts.mask_ratios),
+          "eval_mask_ratios": list(EVAL_MASK_RATIOS),
           "do_whole_word_mask": opts.whole_word_mask,
           "masking": ("none" if opts.objective == "ltr" else
                       "dynamic" if opts.dynamic_masking else "static"),

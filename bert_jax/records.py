@@ -8,7 +8,8 @@ grain read), which gives a resumable, globally shuffled input pipeline.
 
 Shards are written to a temporary name and renamed when closed, so a shard
 that looks complete on disk always is. TFRecord files are written without
-TensorFlow (its import costs seconds and ~500 MB in every writing process):
+TensorFlow (its import costs seconds and ~500 MB in every writing process,
+and prints its start-up logs), and Examples are read without it:
 the framing is a little-endian uint64 length, the masked CRC32C of those 8
 bytes, the data and the masked CRC32C of the data (`google-crc32c`
 computes the checksums); the tests read the files back with TensorFlow.
@@ -18,11 +19,12 @@ whole batch of instances with array operations, without protobuf.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import struct
-from collections.abc import Iterator, Mapping
-from typing import Literal
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, Literal
 
 import numpy as np
 
@@ -46,10 +48,61 @@ _SHARD_RE = re.compile(
     r"\.(?P<ext>tfrecord|array_record)$")
 
 
-def _example_pb2():
-  # Imported lazily: TensorFlow is heavy and only the record I/O needs it.
-  from tensorflow.core.example import example_pb2  # pylint: disable=g-import-not-at-top
-  return example_pb2
+@functools.cache
+def _example_class():
+  """`tf.train.Example` as a protobuf class, without TensorFlow.
+
+  tensorflow/core/example/{example,feature}.proto (the same package, names
+  and field numbers, so the wire format and the bytes are TensorFlow's),
+  declared in a private descriptor pool: importing TensorFlow for its copy
+  costs seconds, ~500 MB and a page of start-up logs, and a private pool
+  cannot clash with TensorFlow's when both are loaded.
+  """
+  from google.protobuf import descriptor_pb2  # pylint: disable=g-import-not-at-top
+  from google.protobuf import descriptor_pool  # pylint: disable=g-import-not-at-top
+  from google.protobuf import message_factory  # pylint: disable=g-import-not-at-top
+  fd = descriptor_pb2.FieldDescriptorProto
+  f = descriptor_pb2.FileDescriptorProto(
+      name="bert_jax/tf_example.proto", package="tensorflow", syntax="proto3")
+
+  def message(parent, name, *fields):
+    m = parent.add(name=name)
+    for number, field_name, kind, label, type_name, oneof in fields:
+      field = m.field.add(name=field_name, number=number, type=kind,
+                          label=label)
+      if type_name:
+        field.type_name = type_name
+      if oneof is not None:
+        field.oneof_index = oneof
+    return m
+
+  rep, opt = fd.LABEL_REPEATED, fd.LABEL_OPTIONAL
+  message(f.message_type, "BytesList", (1, "value", fd.TYPE_BYTES, rep, "",
+                                        None))
+  message(f.message_type, "FloatList", (1, "value", fd.TYPE_FLOAT, rep, "",
+                                        None))
+  message(f.message_type, "Int64List", (1, "value", fd.TYPE_INT64, rep, "",
+                                        None))
+  feature = message(
+      f.message_type, "Feature",
+      (1, "bytes_list", fd.TYPE_MESSAGE, opt, ".tensorflow.BytesList", 0),
+      (2, "float_list", fd.TYPE_MESSAGE, opt, ".tensorflow.FloatList", 0),
+      (3, "int64_list", fd.TYPE_MESSAGE, opt, ".tensorflow.Int64List", 0))
+  feature.oneof_decl.add(name="kind")
+  features = message(f.message_type, "Features",
+                     (1, "feature", fd.TYPE_MESSAGE, rep,
+                      ".tensorflow.Features.FeatureEntry", None))
+  entry = message(features.nested_type, "FeatureEntry",
+                  (1, "key", fd.TYPE_STRING, opt, "", None),
+                  (2, "value", fd.TYPE_MESSAGE, opt, ".tensorflow.Feature",
+                   None))
+  entry.options.map_entry = True
+  message(f.message_type, "Example", (1, "features", fd.TYPE_MESSAGE, opt,
+                                      ".tensorflow.Features", None))
+  pool = descriptor_pool.DescriptorPool()
+  pool.Add(f)
+  return message_factory.GetMessageClass(
+      pool.FindMessageTypeByName("tensorflow.Example"))
 
 
 def serialize_example(features: Mapping[str, np.ndarray]) -> bytes:
@@ -58,8 +111,7 @@ def serialize_example(features: Mapping[str, np.ndarray]) -> bytes:
   Float features (`masked_lm_weights`, or any float array) become float_list,
   everything else int64_list, as in the original script.
   """
-  pb = _example_pb2()
-  example = pb.Example()
+  example = _example_class()()
   for name, value in features.items():
     arr = np.asarray(value).reshape(-1)
     feature = example.features.feature[name]
@@ -226,8 +278,7 @@ def _serialize_rows(arrays: dict[str, np.ndarray], names: list[str]
 
 def parse_example(data: bytes) -> dict[str, np.ndarray]:
   """Parses one serialized `tf.train.Example` into int32/float32 arrays."""
-  pb = _example_pb2()
-  example = pb.Example.FromString(data)
+  example = _example_class().FromString(data)
   out = {}
   for name, feature in example.features.feature.items():
     kind = feature.WhichOneof("kind")
@@ -237,6 +288,39 @@ def parse_example(data: bytes) -> dict[str, np.ndarray]:
       out[name] = np.asarray(feature.int64_list.value, dtype=np.int32)
     else:
       raise ValueError(f"feature {name!r} has unsupported kind {kind!r}")
+  return out
+
+
+def parse_examples(data: Sequence[bytes],
+                   features: Sequence[tuple[str, bool, int]]
+                   ) -> dict[str, np.ndarray]:
+  """Fixed-length features of serialized `tf.train.Example`s, batched.
+
+  What `tf.io.parse_example` with `FixedLenFeature`s returns, without
+  TensorFlow: `features` lists (name, is_float, length); the result maps
+  each name to an [N, length] float32 or int32 array. A record that lacks
+  a feature, or holds another length or kind, is a ValueError.
+  """
+  example = _example_class()
+  columns: dict[str, list[Any]] = {name: [] for name, _, _ in features}
+  for record in data:
+    feature = example.FromString(record).features.feature
+    for name, is_float, _ in features:
+      # A missing name reads as an empty list: caught by the shape check.
+      f = feature[name]
+      columns[name].append(f.float_list.value if is_float
+                           else f.int64_list.value)
+  out = {}
+  for name, is_float, length in features:
+    try:
+      a = np.array(columns[name], np.float32 if is_float else np.int64)
+    except ValueError as e:  # ragged: some record has another length
+      raise ValueError(f"feature {name!r}: not {length} values in every "
+                       "record") from e
+    if a.shape != (len(data), length):
+      raise ValueError(f"feature {name!r}: {a.shape[1:]} values a record, "
+                       f"expected {length}")
+    out[name] = a if is_float else a.astype(np.int32)
   return out
 
 

@@ -111,7 +111,8 @@ def test_failure_mid_run_leaves_no_complete_looking_shard(tmp_path,
 
 
 def test_batched_serialization_matches_protobuf():
-  # The reference: tf.train.Example built and serialised by protobuf.
+  # The reference: tf.train.Example built and serialised by protobuf
+  # (records' Example class is TensorFlow's: the test below).
   rng = np.random.default_rng(0)
   for high in (100, 30522, 1 << 34):
     for n in (1, 50, 5000):  # 5000: more than one assembly batch
@@ -129,6 +130,42 @@ def test_batched_serialization_matches_protobuf():
       assert records.serialize_instances(batch) == [
           records.serialize_example({k: v[i] for k, v in batch.items()})
           for i in range(n)]
+
+
+def test_examples_without_tensorflow_are_tensorflows():
+  """records' own tf.train.Example: TF's bytes, and TF's parse of them."""
+  tf = pytest.importorskip("tensorflow")
+  rng = np.random.default_rng(2)
+  spec = (("input_ids", False, 64), ("masked_lm_weights", True, 10),
+          ("next_sentence_labels", False, 1))
+  rows = [{"input_ids": rng.integers(0, 1 << 34, 64),
+           "masked_lm_weights": rng.random(10).astype(np.float32),
+           "next_sentence_labels": rng.integers(0, 2, 1)} for _ in range(40)]
+
+  def tf_example(row):
+    return tf.train.Example(features=tf.train.Features(feature={
+        k: tf.train.Feature(float_list=tf.train.FloatList(value=v))
+        if k == "masked_lm_weights" else
+        tf.train.Feature(int64_list=tf.train.Int64List(value=v))
+        for k, v in row.items()}))
+
+  for row in rows:
+    assert records.serialize_example(row) == tf_example(
+        row).SerializeToString(deterministic=True)
+  # TF's own (map-order) bytes, as the original script writes them.
+  raw = [tf_example(row).SerializeToString() for row in rows]
+  ours = records.parse_examples(raw, spec)
+  theirs = tf.io.parse_example(tf.constant(raw), {
+      k: tf.io.FixedLenFeature([n], tf.float32 if f else tf.int64)
+      for k, f, n in spec})
+  for k, f, _ in spec:
+    np.testing.assert_array_equal(
+        ours[k], theirs[k].numpy().astype(np.float32 if f else np.int32))
+  for bad_spec in ((("input_ids", False, 63),),
+                   (("segment_ids", False, 64),),
+                   (("input_ids", True, 64),)):
+    with pytest.raises(ValueError, match=bad_spec[0][0]):
+      records.parse_examples(raw, bad_spec)
 
 
 def test_tfrecord_files_equal_tensorflows_byte_for_byte(tmp_path):

@@ -121,15 +121,20 @@ def _ours_pretraining_logits(cfg, params, batch):
   out = nnx.merge(graphdef, state)(
       batch["input_ids"], batch["segment_ids"], batch["input_mask"],
       jnp.asarray(positions))
-  return np.asarray(out.mlm_logits), np.asarray(out.nsp_logits)
+  # The real vocabulary's logits (the rest is the padding, masked).
+  return (np.asarray(out.mlm_logits)[..., :cfg.vocab_size],
+          np.asarray(out.nsp_logits))
 
 
 def test_export_to_hf_with_heads_loads_cleanly_and_matches(tmp_path):
   cfg, params, _ = pretrained.import_hf(minilm.model_path(), seed=3)
   # Make the fresh heads non-trivial, so a mix-up would show.
   rng = np.random.default_rng(0)
-  params["mlm"]["output_bias"] = rng.normal(
-      size=params["mlm"]["output_bias"].shape).astype(np.float32)
+  # (The real vocabulary's entries: files hold no padding, see
+  # test_vocab_padding.)
+  params["mlm"]["output_bias"] = np.pad(
+      rng.normal(size=cfg.vocab_size).astype(np.float32),
+      (0, cfg.padded_vocab_size - cfg.vocab_size))
   params["nsp"]["bias"] = np.array([0.3, -0.2], np.float32)
   out = str(tmp_path / "hf")
   pretrained.export_hf(cfg, params, os.path.join(minilm.model_path(),
@@ -328,8 +333,9 @@ def test_ltr_model_exports_as_causal_lm_and_matches_transformers(tmp_path):
     pretrained.export_hf(cfg, params, None, out)
   assert not os.path.exists(out)
   del params["nsp"]
-  params["mlm"]["output_bias"] = np.random.default_rng(0).normal(
-      size=params["mlm"]["output_bias"].shape).astype(np.float32)
+  params["mlm"]["output_bias"] = np.pad(
+      np.random.default_rng(0).normal(size=cfg.vocab_size).astype(
+          np.float32), (0, cfg.padded_vocab_size - cfg.vocab_size))
   pretrained.export_hf(cfg, params, None, out)
   with open(os.path.join(out, "config.json")) as f:
     config = json.load(f)
@@ -350,7 +356,7 @@ def test_ltr_model_exports_as_causal_lm_and_matches_transformers(tmp_path):
   nnx.replace_by_pure_dict(state, params)
   ours = np.asarray(nnx.merge(graphdef, state)(
       batch["input_ids"], batch["segment_ids"], batch["input_mask"]
-  ).mlm_logits)
+  ).mlm_logits)[..., :cfg.vocab_size]
   keep = batch["input_mask"].astype(bool)
   scale = max(np.abs(ref[keep]).max(), 1.0)
   assert np.abs(ours[keep] - ref[keep]).max() <= 1e-5 * scale

@@ -363,3 +363,88 @@ def test_dynamic_masking_in_the_pipeline(tmp_path):
   assert a["masked_lm_weights"].sum() > 0
   assert not np.array_equal(a["masked_lm_positions"],
                             later["masked_lm_positions"])
+
+
+def _eval_batches(config, data_dir):
+  from bert_jax.tasks import pretraining  # pylint: disable=g-import-not-at-top
+  it = pretraining.eval_iterator(config, data_dir, 64, 10, None)
+  try:
+    return {k: np.concatenate([b[k] for b in batches])
+            for batches in [list(it)] for k in batches[0]}
+  finally:
+    it.close()
+
+
+def _replacement_shares(batch, mask_id):
+  w = batch["masked_lm_weights"] > 0
+  got = np.take_along_axis(batch["input_ids"], batch["masked_lm_positions"],
+                           1)[w]
+  labels = batch["masked_lm_ids"][w]
+  return got.size, ((got == mask_id).mean(), (got == labels).mean(),
+                    ((got != labels) & (got != mask_id)).mean())
+
+
+def _variant(name):
+  from configs import pretrain  # pylint: disable=g-import-not-at-top
+  c = pretrain.get_config(name)
+  c.unlock()
+  c.eval_batch_size = 32
+  c.max_seq_length, c.max_predictions_per_seq = 64, 10
+  c.lock()
+  return c
+
+
+@pytest.mark.parametrize("dynamic", [False, True])
+def test_table8_variants_evaluate_on_the_same_standard_masks(tmp_path,
+                                                             dynamic):
+  """Issue #10: held-out MLM figures compare across Table 8 rows.
+
+  Two opposite variants (100% [MASK]; 100% random) get the same held-out
+  batches, masked 80/10/10 (binomial bounds), while their training data
+  keeps the variant's own ratios.
+  """
+  from bert_jax.tasks import pretraining  # pylint: disable=g-import-not-at-top
+  variants = ("mask_100_0_0", "mask_0_0_100")
+  configs = [_variant(v) for v in variants]
+  dirs = []
+  for c in configs:
+    if dynamic and dirs:  # one dynamic data directory serves both
+      dirs.append(dirs[0])
+      continue
+    out, m = _make(tmp_path, c.variant, BOTCHAN, eval_fraction=0.25,
+                   random_seed=c.seed, opts={
+                       "dynamic_masking": dynamic,
+                       "mask_ratios": tuple(c.data.mask_ratios)})
+    assert m["options"]["eval_mask_ratios"] == [0.8, 0.1, 0.1]
+    dirs.append(out)
+  a, b = (_eval_batches(c, d) for c, d in zip(configs, dirs))
+  assert a.keys() == b.keys()
+  for k in a:
+    np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+  total, shares = _replacement_shares(a, 103)
+  assert total > 3000
+  for observed, p in zip(shares, (0.8, 0.1, 0.1)):
+    assert abs(observed - p) < 5 * np.sqrt(p * (1 - p) / total) + 1e-3, (
+        shares)
+  # Training data keeps the variant's ratios: all [MASK] for mask_100_0_0.
+  it = pretraining.make_iterator(configs[0], dirs[0], "train", 32, 64, 10,
+                                 None)
+  try:
+    _, shares = _replacement_shares(next(it), 103)
+  finally:
+    it.close()
+  assert shares[0] == 1.0
+  # results.json says how the held-out split was masked.
+  for c, d in zip(configs, dirs):
+    got = pretraining.eval_masking(c, json.load(
+        open(os.path.join(d, "manifest.json"))))
+    assert got["mask_ratios"] == [0.8, 0.1, 0.1]
+    assert got["same_for_every_mask_variant"] is True
+    assert got["masking"] == ("dynamic" if dynamic else "static")
+  # Static data made before the fix masked its held-out split with the
+  # variant's ratios: reported as such, not as comparable.
+  old = {"options": {"masking": "static", "mask_ratios": [1.0, 0.0, 0.0],
+                     "random_seed": 1}}
+  got = pretraining.eval_masking(configs[0], old)
+  assert got["mask_ratios"] == [1.0, 0.0, 0.0]
+  assert got["same_for_every_mask_variant"] is False

@@ -137,7 +137,7 @@ def prepare_data(config, workdir: str, seq_len: int, num_pred: int,
   return data_dir
 
 
-def _masking_spec(config, manifest, num_pred):
+def _masking_spec(config, manifest, num_pred, split):
   if manifest is None or manifest["options"]["masking"] != "dynamic":
     return None
   v = manifest["vocab"]
@@ -146,7 +146,10 @@ def _masking_spec(config, manifest, num_pred):
       special_ids=(v["cls_id"], v["sep_id"], v["pad_id"]),
       masked_lm_prob=config.data.masked_lm_prob,
       max_predictions_per_seq=num_pred,
-      mask_ratios=tuple(config.data.mask_ratios),
+      # Held-out data is masked the standard way whatever the variant (as
+      # static data is made), so Table 8 rows evaluate on the same masks.
+      mask_ratios=(pretraining_data.EVAL_MASK_RATIOS if split == "eval"
+                   else tuple(config.data.mask_ratios)),
       whole_word_mask=config.data.whole_word_mask)
 
 
@@ -158,8 +161,42 @@ def make_iterator(config, data_dir: str, split: str, batch: int, seq_len: int,
       input_pipeline.find_shards(data_dir, split), global_batch_size=batch,
       seed=config.seed, max_seq_length=seq_len, shuffle=shuffle,
       num_epochs=num_epochs,
-      dynamic_masking=_masking_spec(config, manifest, num_pred))
+      dynamic_masking=_masking_spec(config, manifest, num_pred, split))
   return input_pipeline.GlobalBatchIterator(ds, batch_sharding)
+
+
+def eval_iterator(config, data_dir: str, seq_len: int, num_pred: int,
+                  batch_sharding) -> input_pipeline.GlobalBatchIterator:
+  """The held-out batches: every record once, in shard order."""
+  return make_iterator(config, data_dir, "eval", config.eval_batch_size,
+                       seq_len, num_pred, batch_sharding, shuffle=False,
+                       num_epochs=1)
+
+
+def eval_masking(config, manifest) -> dict[str, Any] | None:
+  """How the held-out split is masked, for results.json (None: no MLM).
+
+  Data made here masks it 80/10/10 with draws fixed by the seed, whatever
+  the variant; data made before that (static, a variant's own ratios) and
+  Google's TF1 data (no manifest) are reported as they are.
+  """
+  if config.objective == "ltr":
+    return None
+  if manifest is None:
+    return {"mask_ratios": None, "same_for_every_mask_variant": None,
+            "note": "data without a manifest: masked as it was made"}
+  o = manifest["options"]
+  dynamic = o.get("masking") == "dynamic"
+  ratios = (pretraining_data.EVAL_MASK_RATIOS if dynamic else
+            o.get("eval_mask_ratios", o.get("mask_ratios")))
+  ratios = [float(r) for r in ratios] if ratios is not None else None
+  standard = ratios is not None and np.allclose(
+      ratios, pretraining_data.EVAL_MASK_RATIOS)
+  return {"mask_ratios": ratios,
+          "masking": "dynamic" if dynamic else "static",
+          "seed": config.seed if dynamic else o.get("random_seed"),
+          "same_for_every_mask_variant": bool(
+              standard and (dynamic or "eval_mask_ratios" in o))}
 
 
 def preflight(config, data_dir: str, seq_len: int, num_pred: int
@@ -289,6 +326,14 @@ class PretrainingTask(base.Task):
                       for d, s, p, _ in self._phases][0]
     self._vocab_size = (self._manifest["vocab"]["size"] if self._manifest
                         else None)
+    masking = eval_masking(config, self._manifest)
+    if masking and masking["mask_ratios"] and not masking[
+        "same_for_every_mask_variant"]:
+      print(f"note: {data1}'s held-out split is masked "
+            f"{masking['mask_ratios']} (data made before held-out masking "
+            "was fixed at 80/10/10): its held-out MLM figures do not "
+            "compare across mask_* variants; remake the data to compare",
+            flush=True)
     self._vocab_file = (resolve_vocab(config, data1, self._manifest)
                         if self._manifest else config.data.vocab_file)
 
@@ -346,9 +391,7 @@ class PretrainingTask(base.Task):
     # The held-out split of the phase the run is in.
     data_dir, seq, pred, _ = self._phases[self._phase_at(max(step - 1, 0))]
     config = self.config
-    it = make_iterator(config, data_dir, "eval", config.eval_batch_size,
-                       seq, pred, self._batch_sharding, shuffle=False,
-                       num_epochs=1)
+    it = eval_iterator(config, data_dir, seq, pred, self._batch_sharding)
     import itertools  # pylint: disable=g-import-not-at-top
     try:
       outputs = run_eval(itertools.islice(it, config.num_eval_steps))
@@ -360,7 +403,11 @@ class PretrainingTask(base.Task):
     return summarize(sum_outputs(outputs), self.objective)
 
   def results_header(self):
-    return {"variant": self.config.variant, "objective": self.objective}
+    header = {"variant": self.config.variant, "objective": self.objective}
+    masking = eval_masking(self.config, self._manifest)
+    if masking is not None:
+      header["eval_masking"] = masking
+    return header
 
   def finish(self, params, workdir, run_eval):
     del run_eval
