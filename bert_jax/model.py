@@ -244,6 +244,21 @@ def kernel_init(config: BertConfig, names: tuple[str | None, ...]):
       names)
 
 
+def _vocab_table_init(config: BertConfig):
+  """The true vocabulary's rows drawn as without padding, then zero rows.
+
+  The same seed gives the padded model the unpadded one's weights (and so
+  its numbers); the padding rows are never read.
+  """
+  normal = nnx.initializers.truncated_normal(stddev=config.initializer_range)
+
+  def init(key, shape, dtype=jnp.float32):
+    real = normal(key, (config.vocab_size, *shape[1:]), dtype)
+    return jnp.pad(real, ((0, shape[0] - config.vocab_size),
+                          *[(0, 0)] * (len(shape) - 1)))
+  return _partitioned(init, ("vocab", "embed"))
+
+
 def _zeros(names: tuple[str | None, ...]):
   return _partitioned(nnx.initializers.zeros_init(), names)
 
@@ -303,7 +318,7 @@ class Embeddings(nnx.Module):
                             param_dtype=config.params_dtype, rngs=rngs)
     self.word_embeddings = emb(
         config.padded_vocab_size, config.hidden_size,
-        embedding_init=kernel_init(config, ("vocab", "embed")))
+        embedding_init=_vocab_table_init(config))
     self.position_embeddings = emb(
         config.max_position_embeddings, config.hidden_size,
         embedding_init=kernel_init(config, (None, "embed")))

@@ -57,6 +57,13 @@ def test_padded_model_computes_the_unpadded_models_numbers():
   ref_cfg = cfg.replace(vocab_pad_multiple=1)
   rng = np.random.default_rng(0)
   ref = heads.BertForPreTraining(ref_cfg, rngs=nnx.Rngs(0))
+  # The same seed draws the same weights, padded with zero rows.
+  fresh = pretrained._flatten(_params(heads.BertForPreTraining(
+      cfg, rngs=nnx.Rngs(0))))
+  want = pretrained._flatten(pretrained.pad_vocab(cfg, _params(ref)))
+  assert fresh.keys() == want.keys()
+  for k in want:
+    np.testing.assert_array_equal(fresh[k], want[k], err_msg=k)
   padded_params = _padded_twin(cfg, _params(ref), rng)
   padded = _with_params(
       lambda: heads.BertForPreTraining(cfg, rngs=nnx.Rngs(1)), padded_params)
