@@ -224,7 +224,7 @@ def test_killed_in_an_async_write_and_resumed_run_is_bitwise_identical(
       "BERT_JAX_PAUSE_BEFORE_COMMIT": str(kill_in),
       "BERT_JAX_PAUSE_MARKER": marker})
   ckpt_dir = os.path.join(broken, "checkpoints")
-  _wait_for(proc, lambda: os.path.exists(marker))
+  _wait_for(proc, lambda: os.path.exists(marker), timeout=600)
   proc.kill()
   proc.wait()
   with open(marker) as f:
