@@ -11,10 +11,14 @@ All three: global-norm clipping first (1.0), weight decay only on kernels
 and embeddings (never LayerNorm scales/biases or any bias: TF1's
 `exclude_from_weight_decay=["LayerNorm", "layer_norm", "bias"]`), and TF1's
 schedule: linear warmup to the peak, then `peak * (1 - step / total)`.
+
+`freeze(tx, keys)` keeps the optimizer off whole top-level parameter
+sub-trees (Table 7's frozen encoder): zero updates, no decay, no state.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import jax
@@ -92,3 +96,24 @@ def create_optimizer(name: str, schedule: optax.Schedule, *, b1: float = 0.9,
   return optax.chain(
       clip, scale, optax.add_decayed_weights(weight_decay, mask=decay_mask),
       optax.scale_by_learning_rate(schedule))
+
+
+def freeze(tx: optax.GradientTransformation, frozen: Sequence[str]
+           ) -> optax.GradientTransformation:
+  """`tx` on every parameter but the top-level sub-trees named `frozen`.
+
+  Those get optax's zero update (no weight decay, no moments kept), so
+  they stay bitwise what they were; clipping and the rest of `tx` see only
+  the trained parameters.
+  """
+  frozen = tuple(frozen)
+  if not frozen:
+    return tx
+
+  def labels(params):
+    return {k: jax.tree.map(lambda _, k=k: "frozen" if k in frozen
+                            else "trained", v)
+            for k, v in params.items()}
+
+  return optax.multi_transform({"trained": tx, "frozen": optax.set_to_zero()},
+                               labels)

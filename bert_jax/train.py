@@ -77,9 +77,13 @@ def peak_flops(device_kind: str) -> float | None:
 
 def make_optimizer(config: ml_collections.ConfigDict,
                    num_train_steps: int | None = None,
-                   num_warmup_steps: int | None = None
+                   num_warmup_steps: int | None = None,
+                   frozen: tuple[str, ...] = ()
                    ) -> tuple[optax.GradientTransformation, optax.Schedule]:
-  """BERT's optimizer and schedule; steps default to the config's."""
+  """BERT's optimizer and schedule; steps default to the config's.
+
+  `frozen`: top-level parameter sub-trees the optimizer leaves untouched.
+  """
   schedule = optimizer_lib.learning_rate_schedule(
       config.learning_rate,
       config.num_warmup_steps if num_warmup_steps is None
@@ -89,7 +93,7 @@ def make_optimizer(config: ml_collections.ConfigDict,
   tx = optimizer_lib.create_optimizer(
       o.name, schedule, b1=o.b1, b2=o.b2, eps=o.eps,
       weight_decay=o.weight_decay, clip_norm=o.clip_norm)
-  return tx, schedule
+  return optimizer_lib.freeze(tx, frozen), schedule
 
 
 def rules_of(config: ml_collections.ConfigDict):
@@ -246,7 +250,8 @@ def make_train_step(config: ml_collections.ConfigDict,
   cfg = task.model_config(vocab_size) if vocab_size else task.model_config()
   rules = rules_of(config)
   tx, schedule = make_optimizer(config, task.num_train_steps(),
-                                task.num_warmup_steps())
+                                task.num_warmup_steps(),
+                                task.frozen_params())
   make = lambda: task.build_model(cfg, nnx.Rngs(config.seed))
   graphdef, abstract_params = nnx.split(nnx.eval_shape(make), nnx.Param)
   param_shardings = nnx.to_pure_dict(

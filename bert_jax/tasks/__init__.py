@@ -19,5 +19,9 @@ def from_config(config: ml_collections.ConfigDict):
   from bert_jax.tasks import classification  # pylint: disable=g-import-not-at-top
   if name in classification.TASK_NAMES:
     return classification.ClassificationTask(config)
+  from bert_jax.tasks import ner  # pylint: disable=g-import-not-at-top
+  if name in ner.TASK_NAMES:
+    return ner.NerTask(config)
   raise ValueError(f"config.task={name!r} is not a known task; known: "
-                   f"pretraining, {', '.join(classification.TASK_NAMES)}")
+                   f"pretraining, {', '.join(classification.TASK_NAMES)}, "
+                   f"{', '.join(ner.TASK_NAMES)}")
