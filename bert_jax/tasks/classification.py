@@ -100,27 +100,14 @@ class ClassificationTask(finetuning.FinetuneTask):
   def num_labels(self) -> int:
     return 1 if self.regression else len(self.spec.labels)
 
-  @property
-  def bilstm(self) -> bool:
-    return bool(self.config.get("bilstm", False))
-
   def build_model(self, cfg, rngs):
     c = self.config
-    if not self.bilstm:
+    if not self.uses_bilstm:
       return heads.BertForSequenceClassification(cfg, self.num_labels,
                                                  rngs=rngs)
     return heads.BertForSequenceClassification(
         cfg, self.num_labels, bilstm=True, lstm_units=c.lstm_units,
         lstm_layers=c.lstm_layers, rngs=rngs)
-
-  @property
-  def init_report(self) -> str:
-    report = super().init_report
-    if self.bilstm:
-      c = self.config
-      report += (f"; BiLSTM ({c.lstm_layers} layer(s), {c.lstm_units} units "
-                 "a direction) freshly initialised: flax's LSTM defaults")
-    return report
 
   def _logits(self, model, batch, rng):
     return model(batch["input_ids"], batch["segment_ids"],
@@ -207,7 +194,7 @@ class ClassificationTask(finetuning.FinetuneTask):
             self.spec, split.name, [e.guid for e in split.examples], preds,
             os.path.join(workdir, "submission"))
     out["predictions"] = files
-    if self.config.export and self.bilstm:
+    if self.config.export and self.uses_bilstm:
       out["export_skipped"] = ("BiLSTM head: no transformers architecture "
                                "computes it; the Orbax checkpoint in the "
                                "workdir is the model")

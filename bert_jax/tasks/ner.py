@@ -299,7 +299,7 @@ class NerTask(finetuning.FinetuneTask):
     return self.config.features
 
   @property
-  def has_lstm(self) -> bool:
+  def uses_bilstm(self) -> bool:
     return bool(self.config.bilstm or self.features)
 
   # -- checks and data ---------------------------------------------------
@@ -360,10 +360,6 @@ class NerTask(finetuning.FinetuneTask):
   @property
   def init_report(self) -> str:
     report = super().init_report
-    if self.has_lstm:
-      c = self.config
-      report += (f"; BiLSTM ({c.lstm_layers} layer(s), {c.lstm_units} units "
-                 "a direction) freshly initialised: flax's LSTM defaults")
     if self.features:
       report += (f"; feature-based: encoder frozen, features "
                  f"{self.features}")
@@ -459,7 +455,7 @@ class NerTask(finetuning.FinetuneTask):
     out["predictions"] = files
     if not self.config.export:
       return out
-    if self.has_lstm:
+    if self.uses_bilstm:
       out["export_skipped"] = (
           "BiLSTM head: no transformers architecture computes it; the Orbax "
           "checkpoint in the workdir is the model")
