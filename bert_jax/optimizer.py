@@ -98,22 +98,37 @@ def create_optimizer(name: str, schedule: optax.Schedule, *, b1: float = 0.9,
       optax.scale_by_learning_rate(schedule))
 
 
+def trained_part(tree: Any, frozen: Sequence[str]) -> Any:
+  """`tree` without its top-level sub-trees named `frozen`."""
+  if not isinstance(tree, dict):  # optax.tree_map_params's placeholder
+    return tree
+  return {k: v for k, v in tree.items() if k not in frozen}
+
+
 def freeze(tx: optax.GradientTransformation, frozen: Sequence[str]
            ) -> optax.GradientTransformation:
   """`tx` on every parameter but the top-level sub-trees named `frozen`.
 
-  Those get optax's zero update (no weight decay, no moments kept), so
-  they stay bitwise what they were; clipping and the rest of `tx` see only
-  the trained parameters.
+  Those get a zero update (no weight decay, no moments kept), so they stay
+  what they were; clipping and the rest of `tx` see only the trained
+  parameters, and the optimizer state is `tx`'s state of the trained part
+  (`trained_part`), so `optax.tree_map_params` maps it against the trained
+  part of the parameters. (optax.multi_transform does the same, but its
+  masked state cannot be mapped by tree_map_params, which the trainer uses
+  to shard the optimizer state.)
   """
   frozen = tuple(frozen)
   if not frozen:
     return tx
 
-  def labels(params):
-    return {k: jax.tree.map(lambda _, k=k: "frozen" if k in frozen
-                            else "trained", v)
-            for k, v in params.items()}
+  def init(params):
+    return tx.init(trained_part(params, frozen))
 
-  return optax.multi_transform({"trained": tx, "frozen": optax.set_to_zero()},
-                               labels)
+  def update(updates, state, params=None):
+    new, state = tx.update(trained_part(updates, frozen), state,
+                           None if params is None
+                           else trained_part(params, frozen))
+    return {k: (jax.tree.map(jnp.zeros_like, v) if k in frozen else new[k])
+            for k, v in updates.items()}, state
+
+  return optax.GradientTransformation(init, update)

@@ -249,9 +249,9 @@ def make_train_step(config: ml_collections.ConfigDict,
   task = task or tasks.from_config(config)
   cfg = task.model_config(vocab_size) if vocab_size else task.model_config()
   rules = rules_of(config)
+  frozen = task.frozen_params()
   tx, schedule = make_optimizer(config, task.num_train_steps(),
-                                task.num_warmup_steps(),
-                                task.frozen_params())
+                                task.num_warmup_steps(), frozen)
   make = lambda: task.build_model(cfg, nnx.Rngs(config.seed))
   graphdef, abstract_params = nnx.split(nnx.eval_shape(make), nnx.Param)
   param_shardings = nnx.to_pure_dict(
@@ -259,8 +259,10 @@ def make_train_step(config: ml_collections.ConfigDict,
   abstract_params = nnx.to_pure_dict(abstract_params)
   abstract_opt = jax.eval_shape(tx.init, abstract_params)
   replicated = sharding.replicated(mesh)
+  # (A frozen part has no optimizer state: see optimizer.freeze.)
   opt_shardings = optax.tree_map_params(
-      tx, lambda _, s: s, abstract_opt, param_shardings,
+      tx, lambda _, s: s, abstract_opt,
+      optimizer_lib.trained_part(param_shardings, frozen),
       transform_non_params=lambda _: replicated)
   state_shardings = {"step": replicated, "params": param_shardings,
                      "opt_state": opt_shardings, "bad": replicated}

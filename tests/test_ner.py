@@ -1,5 +1,6 @@
 """CoNLL-2003 NER, Table 7's feature-based NER and Table 5's BiLSTM."""
 
+import functools
 import inspect
 import json
 import os
@@ -8,6 +9,7 @@ import random
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from flax import nnx
 
@@ -335,11 +337,10 @@ def test_entity_scores_match_conlleval_by_hand_and_seqeval():
 # -- the heads: BiLSTM and Table 7's features --------------------------------
 
 def _tiny_config(**kw):
-  return model_lib.BertConfig(vocab_size=64, hidden_size=32, num_layers=4,
-                              num_heads=2, intermediate_size=64,
-                              max_position_embeddings=32,
-                              hidden_dropout_prob=0.0,
-                              attention_dropout_prob=0.0, **kw)
+  return model_lib.BertConfig(**{
+      "vocab_size": 64, "hidden_size": 32, "num_layers": 4, "num_heads": 2,
+      "intermediate_size": 64, "max_position_embeddings": 32,
+      "hidden_dropout_prob": 0.0, "attention_dropout_prob": 0.0, **kw})
 
 
 def test_feature_combinations_match_their_formulas():
@@ -395,7 +396,8 @@ def test_feature_combinations_match_their_formulas():
 def test_bilstm_reads_only_real_tokens_and_heads_take_it():
   lstm = heads.BiLSTM(32, 8, 2, rngs=nnx.Rngs(0))
   graphdef, state = nnx.split(lstm)
-  run = jax.jit(lambda x, m: nnx.merge(graphdef, state)(x, m))
+  run = functools.partial(
+      jax.jit(lambda st, x, m: nnx.merge(graphdef, st)(x, m)), state)
   x = np.random.default_rng(0).normal(size=(2, 7, 32)).astype(np.float32)
   mask = np.array([[1] * 5 + [0] * 2, [1] * 3 + [0] * 4], np.int32)
   out = np.asarray(run(x, mask))
@@ -442,6 +444,33 @@ def test_bilstm_reads_only_real_tokens_and_heads_take_it():
   np.testing.assert_allclose(
       glue(ids, 0 * ids, m),
       glue.classifier(heads.final_states(glue.lstm(seq, m), m)), atol=1e-6)
+
+
+def test_freeze_leaves_a_subtree_bitwise_and_keeps_no_state_for_it():
+  from bert_jax import optimizer  # pylint: disable=g-import-not-at-top
+  params = {"bert": {"kernel": np.full((3, 2), -0.5, np.float32),
+                     "bias": np.ones(2, np.float32)},
+            "classifier": {"kernel": np.full((2, 2), 0.5, np.float32)}}
+  grads = jax.tree.map(np.ones_like, params)  # even with gradients
+  tx = optimizer.freeze(optimizer.create_optimizer(
+      "adamw", lambda _: 0.1, weight_decay=0.5), ["bert"])
+  state = tx.init(params)
+  paths = [jax.tree_util.keystr(p) for p, _ in jax.tree.leaves_with_path(
+      state)]
+  assert any("classifier" in p for p in paths)
+  assert not any("bert" in p for p in paths)
+  for _ in range(2):
+    updates, state = tx.update(grads, state, params)
+    params = optax.apply_updates(params, updates)
+  assert params["bert"]["kernel"].tobytes() == np.full(
+      (3, 2), -0.5, np.float32).tobytes()
+  assert np.all(np.asarray(params["bert"]["bias"]) == 1)
+  assert not np.any(np.asarray(params["classifier"]["kernel"]) == 0.5)
+  # The trainer shards the state against the trained part of the params.
+  shapes = optax.tree_map_params(
+      tx, lambda _, p: p.shape, state,
+      optimizer.trained_part(params, ["bert"]))
+  assert jax.tree.leaves(shapes)
 
 
 # -- the task end to end -----------------------------------------------------
@@ -510,14 +539,17 @@ def test_feature_based_keeps_the_encoder_bitwise_frozen_and_learns(
     encoder_dir, tmp_path):
   data = write_conll(tmp_path / "conll", n_test=0)
   workdir = str(tmp_path / "fb")
+  # A BiLSTM learning from scratch: more steps (cheap once compiled).
   config = ner_config(encoder_dir, data, "task=conll2003,features=sum_all",
-                      learning_rate=1e-2)
+                      learning_rate=3e-2, lstm_units=32,
+                      num_train_epochs=10.0, log_every_steps=50)
   assert config.lstm_layers == 2  # the paper's two-layer BiLSTM
   results = train.train_and_evaluate(config, workdir)
   assert results["eval_f1"] > 0.8, results
   assert "encoder frozen, features sum_all" in results["init"]
   assert "BiLSTM" in results["export_skipped"]
   task = train.tasks.from_config(config)
+  task.prepare(workdir)
   _, _, params = _restored_params(config, workdir, task)
   start = finetune.load_encoder(config).params
   final = jax.tree.leaves_with_path(pretrained.jax_to_numpy(params["bert"]))
