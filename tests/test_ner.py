@@ -395,9 +395,7 @@ def test_feature_combinations_match_their_formulas():
 
 def test_bilstm_reads_only_real_tokens_and_heads_take_it():
   lstm = heads.BiLSTM(32, 8, 2, rngs=nnx.Rngs(0))
-  graphdef, state = nnx.split(lstm)
-  run = functools.partial(
-      jax.jit(lambda st, x, m: nnx.merge(graphdef, st)(x, m)), state)
+  run = _jitted(lstm)
   x = np.random.default_rng(0).normal(size=(2, 7, 32)).astype(np.float32)
   mask = np.array([[1] * 5 + [0] * 2, [1] * 3 + [0] * 4], np.int32)
   out = np.asarray(run(x, mask))
@@ -408,14 +406,15 @@ def test_bilstm_reads_only_real_tokens_and_heads_take_it():
   y[mask == 0] = 100.0
   np.testing.assert_allclose(run(y, mask)[mask == 1], out[mask == 1],
                              atol=1e-6)
-  alone = np.asarray(lstm(x[1:, :3], mask[1:, :3]))[0]
+  alone = np.asarray(run(x[1:, :3], mask[1:, :3]))[0]
   np.testing.assert_allclose(alone, out[1, :3], atol=1e-6)
   # One layer: the backward direction at position 0 has read the last real
   # token, the forward one before it has not.
   one = heads.BiLSTM(32, 8, 1, rngs=nnx.Rngs(0))
   z = x.copy()
   z[0, 4] += 1.0
-  before, after = np.asarray(one(x, mask)), np.asarray(one(z, mask))
+  run_one = _jitted(one)
+  before, after = np.asarray(run_one(x, mask)), np.asarray(run_one(z, mask))
   assert not np.allclose(after[0, 0, 8:], before[0, 0, 8:])
   np.testing.assert_allclose(after[0, :4, :8], before[0, :4, :8], atol=1e-6)
   pooled = heads.final_states(jnp.asarray(out), jnp.asarray(mask))
@@ -433,17 +432,24 @@ def test_bilstm_reads_only_real_tokens_and_heads_take_it():
   m = (ids > 0).astype(np.int32)
   qa = heads.BertForQuestionAnswering(cfg, bilstm=True, lstm_units=8,
                                       rngs=nnx.Rngs(0))
-  seq = qa.bert(ids, 0 * ids, m).sequence_output
-  expected = qa.qa_outputs(qa.lstm(seq, m))
-  start, end = qa(ids, 0 * ids, m)
+
+  def both(model, ids, m):
+    seq = model.bert(ids, 0 * ids, m).sequence_output
+    return model(ids, 0 * ids, m), model.qa_outputs(model.lstm(seq, m))
+
+  (start, end), expected = _jitted(qa, both)(ids, m)
   np.testing.assert_allclose(start, expected[..., 0], atol=1e-6)
   np.testing.assert_allclose(end, expected[..., 1], atol=1e-6)
-  glue = heads.BertForSequenceClassification(cfg, 3, bilstm=True,
-                                             lstm_units=8, rngs=nnx.Rngs(0))
-  seq = glue.bert(ids, 0 * ids, m).sequence_output
-  np.testing.assert_allclose(
-      glue(ids, 0 * ids, m),
-      glue.classifier(heads.final_states(glue.lstm(seq, m), m)), atol=1e-6)
+
+
+def _jitted(module, fn=None):
+  """fn(module, *args) (default: module(*args)) as a jitted function of
+  args, the module's state passed in (flax's RNN cannot close over
+  concrete parameters under jit)."""
+  graphdef, state = nnx.split(module)
+  fn = fn or (lambda mod, *a: mod(*a))
+  call = jax.jit(lambda st, *a: fn(nnx.merge(graphdef, st), *a))
+  return functools.partial(call, state)
 
 
 def test_freeze_leaves_a_subtree_bitwise_and_keeps_no_state_for_it():
