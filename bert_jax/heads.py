@@ -7,6 +7,12 @@
   position of a causal encoder, predicting the next token.
 - Fine-tuning: sequence classification / regression (GLUE), span start/end
   (SQuAD), token classification (NER), multiple choice (SWAG).
+- The paper's BiLSTM variants: `bilstm=True` puts a randomly initialised
+  bidirectional LSTM between the encoder and the classifier (Table 5's
+  "+ BiLSTM"); `BertForTokenClassification(features=F)` is Table 7's
+  feature-based NER: a frozen encoder (no gradient flows into it; the
+  task also keeps the optimizer off it), features F from its layers, a
+  two-layer BiLSTM and a classifier.
 
 Logits are returned in float32 whatever the compute dtype; the losses here
 are computed in float32 too.
@@ -123,59 +129,239 @@ class BertForLTR(nnx.Module):
     return PretrainingOutput(logits, None)
 
 
-def _classifier(config: BertConfig, n: int, rngs: nnx.Rngs) -> nnx.Linear:
-  return model_lib.dense(config, config.hidden_size, n, ("embed", None), rngs)
+# -- the BiLSTM of the paper's ablations ---------------------------------------
+
+class BiLSTM(nnx.Module):
+  """Stacked bidirectional LSTMs (flax's RNN, Bidirectional, OptimizedLSTMCell).
+
+  Each layer runs one LSTM forward and one backward over the real
+  (unpadded) tokens of each row and concatenates their outputs: [B, L, 2U]
+  for U units per direction. The backward LSTM starts at each row's last
+  real token (flax's `seq_lengths`), so padding changes nothing at real
+  positions. Computed in float32; flax's default LSTM initialisers (LeCun
+  normal inputs, orthogonal recurrence, zero biases); parameters are
+  replicated (no logical axis names: the LSTM is small beside the encoder).
+  """
+
+  def __init__(self, in_features: int, units: int, num_layers: int, *,
+               rngs: nnx.Rngs):
+    if units <= 0 or num_layers <= 0:
+      raise ValueError(f"BiLSTM: units={units} and num_layers={num_layers} "
+                       "must be positive")
+    self.units = units
+
+    def direction(width):
+      return nnx.RNN(nnx.OptimizedLSTMCell(width, units, rngs=rngs),
+                     rngs=False)
+
+    self.layers = nnx.List([
+        nnx.Bidirectional(direction(in_features if i == 0 else 2 * units),
+                          direction(in_features if i == 0 else 2 * units),
+                          rngs=False)
+        for i in range(num_layers)])
+
+  def __call__(self, x_BxLxD: Array, mask_BxL: Array) -> Array:
+    x = x_BxLxD.astype(jnp.float32)
+    lengths_B = jnp.sum(mask_BxL.astype(jnp.int32), axis=-1)
+    zeros = jnp.zeros((x.shape[0], self.units), jnp.float32)
+    carry = (zeros, zeros)  # (c, h), both directions start at zero
+    for layer in self.layers:
+      x = layer(x, initial_carry=(carry, carry), seq_lengths=lengths_B)
+    return x
+
+
+def final_states(lstm_out_BxLx2U: Array, mask_BxL: Array) -> Array:
+  """[B, 2U]: each direction's output after it has read the whole row.
+
+  The forward LSTM's output at the last real token and the backward
+  LSTM's at position 0 ([CLS]): a summary of the sequence for a classifier,
+  the same for bidirectional and causal encoders (both directions have
+  read every token, so no causal last-token pooling is needed).
+  """
+  units = lstm_out_BxLx2U.shape[-1] // 2
+  last_B = jnp.maximum(jnp.sum(mask_BxL, axis=-1) - 1, 0).astype(jnp.int32)
+  forward = jnp.take_along_axis(lstm_out_BxLx2U[..., :units],
+                                last_B[:, None, None], axis=1)[:, 0]
+  return jnp.concatenate([forward, lstm_out_BxLx2U[:, 0, units:]], axis=-1)
+
+
+# Table 7's feature-based inputs, in the table's order.
+FEATURES = ("embeddings", "second_to_last", "last", "sum_last4",
+            "concat_last4", "sum_all")
+
+
+def feature_layers(features: str, num_layers: int) -> list[int]:
+  """Indices into `BertOutput.hidden_states` ([embeddings, layer 1, ...,
+  layer N]) that features `features` reads."""
+  if features not in FEATURES:
+    raise ValueError(f"features={features!r} not in {FEATURES}")
+  need = {"second_to_last": 2, "sum_last4": 4, "concat_last4": 4}.get(
+      features, 1)
+  if num_layers < need:
+    raise ValueError(f"features={features!r} needs an encoder of at least "
+                     f"{need} layers, this one has {num_layers}")
+  n = num_layers
+  return {"embeddings": [0], "second_to_last": [n - 1], "last": [n],
+          "sum_last4": list(range(n - 3, n + 1)),
+          "concat_last4": list(range(n - 3, n + 1)),
+          "sum_all": list(range(1, n + 1))}[features]
+
+
+def combine_features(hidden_NxBxLxD: Array, features: str,
+                     layer_weights: Array | None = None) -> Array:
+  """Table 7's features from the encoder's hidden states.
+
+  `sum_last4` / `sum_all`: the paper's "weighted sum", taken as learned
+  scalar weights, softmax-normalised (ELMo's scalar mix without its
+  global scale): sum_j softmax(w)_j h_j, `layer_weights` = w (zeros at
+  initialisation: the plain mean). `concat_last4`: the last four layers
+  side by side, [B, L, 4D], the earliest first.
+  """
+  num_layers = hidden_NxBxLxD.shape[0] - 1
+  picked = hidden_NxBxLxD[jnp.asarray(feature_layers(features, num_layers))]
+  if features == "concat_last4":
+    return jnp.concatenate(list(picked), axis=-1)
+  if features in ("sum_last4", "sum_all"):
+    w = jax.nn.softmax(layer_weights.astype(jnp.float32))
+    return jnp.einsum("n,nbld->bld", w, picked.astype(jnp.float32))
+  return picked[0]
+
+
+def feature_width(features: str, hidden_size: int) -> int:
+  return 4 * hidden_size if features == "concat_last4" else hidden_size
+
+
+def _classifier(config: BertConfig, n: int, rngs: nnx.Rngs,
+                in_features: int | None = None) -> nnx.Linear:
+  if in_features is None:
+    return model_lib.dense(config, config.hidden_size, n, ("embed", None),
+                           rngs)
+  # On a BiLSTM's output: no 'embed' axis to shard by.
+  return model_lib.dense(config, in_features, n, (None, None), rngs)
+
+
+def _bilstm(config: BertConfig, on: bool, units: int, layers: int,
+            rngs: nnx.Rngs, in_features: int | None = None
+            ) -> BiLSTM | None:
+  """The optional BiLSTM; `units` 0: the encoder's hidden size."""
+  if not on:
+    return None
+  return BiLSTM(in_features or config.hidden_size,
+                units or config.hidden_size, layers, rngs=rngs)
+
+
+def _head_width(config: BertConfig, lstm: BiLSTM | None) -> int | None:
+  return None if lstm is None else 2 * lstm.units
 
 
 class BertForSequenceClassification(nnx.Module):
-  """GLUE: a linear layer on the pooled [CLS]; num_labels=1 is regression."""
+  """GLUE: a linear layer on the pooled [CLS]; num_labels=1 is regression.
+
+  With `bilstm=True` (Table 5's "+ BiLSTM"), a BiLSTM of `lstm_layers`
+  layers and `lstm_units` units per direction (0: the encoder's width)
+  reads the sequence output, and the classifier reads its `final_states`
+  instead of the pooler.
+  """
 
   def __init__(self, config: BertConfig, num_labels: int, *,
-               rngs: nnx.Rngs):
+               bilstm: bool = False, lstm_units: int = 0,
+               lstm_layers: int = 1, rngs: nnx.Rngs):
     self.config = config
     self.bert = model_lib.BertModel(config, rngs=rngs)
-    self.classifier = _classifier(config, num_labels, rngs)
+    self.lstm = _bilstm(config, bilstm, lstm_units, lstm_layers, rngs)
+    self.classifier = _classifier(config, num_labels, rngs,
+                                  _head_width(config, self.lstm))
 
   def __call__(self, input_ids: Array, segment_ids: Array, input_mask: Array,
                *, rng: Array | None = None) -> Array:
     rng_bert, rng_drop = model_lib._split_key(rng, 2)
-    pooled = self.bert(input_ids, segment_ids, input_mask,
-                       rng=rng_bert).pooled_output
+    out = self.bert(input_ids, segment_ids, input_mask, rng=rng_bert)
+    if self.lstm is None:
+      pooled = out.pooled_output
+    else:
+      pooled = final_states(self.lstm(out.sequence_output, input_mask),
+                            input_mask)
     pooled = model_lib.dropout(pooled, self.config.hidden_dropout_prob,
                                rng_drop)
     return self.classifier(pooled).astype(jnp.float32)
 
 
 class BertForQuestionAnswering(nnx.Module):
-  """SQuAD: start and end logits from one linear layer over the sequence."""
+  """SQuAD: start and end logits from one linear layer over the sequence.
 
-  def __init__(self, config: BertConfig, *, rngs: nnx.Rngs):
+  With `bilstm=True` (Table 5's "+ BiLSTM"), the linear layer reads a
+  BiLSTM's outputs over the sequence output instead.
+  """
+
+  def __init__(self, config: BertConfig, *, bilstm: bool = False,
+               lstm_units: int = 0, lstm_layers: int = 1, rngs: nnx.Rngs):
     self.config = config
     self.bert = model_lib.BertModel(config, rngs=rngs)
-    self.qa_outputs = _classifier(config, 2, rngs)
+    self.lstm = _bilstm(config, bilstm, lstm_units, lstm_layers, rngs)
+    self.qa_outputs = _classifier(config, 2, rngs,
+                                  _head_width(config, self.lstm))
 
   def __call__(self, input_ids: Array, segment_ids: Array, input_mask: Array,
                *, rng: Array | None = None) -> tuple[Array, Array]:
     seq = self.bert(input_ids, segment_ids, input_mask,
                     rng=rng).sequence_output
+    if self.lstm is not None:
+      seq = self.lstm(seq, input_mask)
     logits_BxLx2 = self.qa_outputs(seq).astype(jnp.float32)
     return logits_BxLx2[..., 0], logits_BxLx2[..., 1]
 
 
 class BertForTokenClassification(nnx.Module):
-  """NER: a label per token (the first sub-token of each word is scored)."""
+  """NER: a label per token (the first sub-token of each word is scored).
+
+  `bilstm=True`: a BiLSTM between the fine-tuned encoder and the
+  classifier. `features=F` (one of FEATURES): Table 7's feature-based
+  approach: the encoder is frozen (run without dropout, its outputs under
+  stop_gradient), features F of its hidden states feed a BiLSTM (the
+  paper's: two layers of 768 units, `lstm_layers` / `lstm_units`) and the
+  classifier; `layer_weights` holds the scalar mix of the weighted sums.
+  """
 
   def __init__(self, config: BertConfig, num_labels: int, *,
+               bilstm: bool = False, features: str = "",
+               lstm_units: int = 0, lstm_layers: int = 1,
                rngs: nnx.Rngs):
     self.config = config
+    self.features = features
     self.bert = model_lib.BertModel(config, rngs=rngs)
-    self.classifier = _classifier(config, num_labels, rngs)
+    width, mix = None, None
+    if features:
+      n = len(feature_layers(features, config.num_layers))
+      if features in ("sum_last4", "sum_all"):
+        mix = nnx.Param(jnp.zeros((n,), jnp.float32))
+      width = feature_width(features, config.hidden_size)
+    self.layer_weights = mix
+    self.lstm = _bilstm(config, bilstm or bool(features), lstm_units,
+                        lstm_layers, rngs, width)
+    self.classifier = _classifier(config, num_labels, rngs,
+                                  _head_width(config, self.lstm))
+
+  def encode(self, input_ids: Array, segment_ids: Array, input_mask: Array,
+             *, rng: Array | None = None) -> Array:
+    """What the BiLSTM (or the classifier) reads: [B, L, D or 4D]."""
+    if not self.features:
+      return self.bert(input_ids, segment_ids, input_mask,
+                       rng=rng).sequence_output
+    if self.features == "embeddings":  # no need to run the layers
+      return jax.lax.stop_gradient(
+          self.bert.embeddings(input_ids, segment_ids))
+    hidden = self.bert(input_ids, segment_ids, input_mask,
+                       output_hidden_states=True).hidden_states
+    weights = None if self.layer_weights is None else self.layer_weights[...]
+    return combine_features(jax.lax.stop_gradient(hidden), self.features,
+                            weights)
 
   def __call__(self, input_ids: Array, segment_ids: Array, input_mask: Array,
                *, rng: Array | None = None) -> Array:
     rng_bert, rng_drop = model_lib._split_key(rng, 2)
-    seq = self.bert(input_ids, segment_ids, input_mask,
-                    rng=rng_bert).sequence_output
+    seq = self.encode(input_ids, segment_ids, input_mask, rng=rng_bert)
+    if self.lstm is not None:
+      seq = self.lstm(seq, input_mask)
     seq = model_lib.dropout(seq, self.config.hidden_dropout_prob, rng_drop)
     return self.classifier(seq).astype(jnp.float32)
 

@@ -11,10 +11,14 @@ All three: global-norm clipping first (1.0), weight decay only on kernels
 and embeddings (never LayerNorm scales/biases or any bias: TF1's
 `exclude_from_weight_decay=["LayerNorm", "layer_norm", "bias"]`), and TF1's
 schedule: linear warmup to the peak, then `peak * (1 - step / total)`.
+
+`freeze(tx, keys)` keeps the optimizer off whole top-level parameter
+sub-trees (Table 7's frozen encoder): zero updates, no decay, no state.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import jax
@@ -92,3 +96,39 @@ def create_optimizer(name: str, schedule: optax.Schedule, *, b1: float = 0.9,
   return optax.chain(
       clip, scale, optax.add_decayed_weights(weight_decay, mask=decay_mask),
       optax.scale_by_learning_rate(schedule))
+
+
+def trained_part(tree: Any, frozen: Sequence[str]) -> Any:
+  """`tree` without its top-level sub-trees named `frozen`."""
+  if not isinstance(tree, dict):  # optax.tree_map_params's placeholder
+    return tree
+  return {k: v for k, v in tree.items() if k not in frozen}
+
+
+def freeze(tx: optax.GradientTransformation, frozen: Sequence[str]
+           ) -> optax.GradientTransformation:
+  """`tx` on every parameter but the top-level sub-trees named `frozen`.
+
+  Those get a zero update (no weight decay, no moments kept), so they stay
+  what they were; clipping and the rest of `tx` see only the trained
+  parameters, and the optimizer state is `tx`'s state of the trained part
+  (`trained_part`), so `optax.tree_map_params` maps it against the trained
+  part of the parameters. (optax.multi_transform does the same, but its
+  masked state cannot be mapped by tree_map_params, which the trainer uses
+  to shard the optimizer state.)
+  """
+  frozen = tuple(frozen)
+  if not frozen:
+    return tx
+
+  def init(params):
+    return tx.init(trained_part(params, frozen))
+
+  def update(updates, state, params=None):
+    new, state = tx.update(trained_part(updates, frozen), state,
+                           None if params is None
+                           else trained_part(params, frozen))
+    return {k: (jax.tree.map(jnp.zeros_like, v) if k in frozen else new[k])
+            for k, v in updates.items()}, state
+
+  return optax.GradientTransformation(init, update)

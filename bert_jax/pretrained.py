@@ -927,6 +927,47 @@ def export_hf_multiple_choice(cfg: BertConfig, params: Params,
                    {"architectures": ["BertForMultipleChoice"]})
 
 
+def export_hf_token_classifier(cfg: BertConfig, params: Params,
+                               vocab_file: str | None, out_dir: str, *,
+                               labels: Sequence[str]) -> str:
+  """A fine-tuned token classifier (NER) for transformers.
+
+  `params` = {'bert': encoder, 'classifier': {'kernel', 'bias'}} (the
+  layout of `heads.BertForTokenClassification` without a BiLSTM);
+  `labels` in id order. transformers' `BertForTokenClassification` has no
+  pooler, so the pooler is left out:
+  `BertForTokenClassification.from_pretrained(out_dir)` loads it with no
+  missing or unexpected keys.
+  """
+  if cfg.attention == "causal":
+    raise ValueError(f"{out_dir}: a causal (LTR) token classifier; "
+                     "transformers' BertForTokenClassification attends both "
+                     "ways, so it would compute something else")
+  params = jax_to_numpy(params)
+  extra = sorted(set(params) - {"bert", "classifier"})
+  if extra:
+    raise ValueError(f"{out_dir}: parts {extra} (a BiLSTM or feature "
+                     "weights) have no place in transformers' "
+                     "BertForTokenClassification")
+  encoder = check_params(cfg, {"bert": params["bert"]}, out_dir, "hf")
+  tensors = {k: v for k, v in to_hf_tensors(cfg, encoder).items()
+             if not k.startswith("bert.pooler.")}
+  kernel = np.asarray(params["classifier"]["kernel"], np.float32)
+  tensors["classifier.weight"] = np.ascontiguousarray(kernel.T)
+  tensors["classifier.bias"] = np.asarray(params["classifier"]["bias"],
+                                          np.float32)
+  names = list(labels)
+  if len(names) != kernel.shape[1]:
+    raise ValueError(f"{out_dir}: {len(names)} labels for a classifier with "
+                     f"{kernel.shape[1]} outputs")
+  return _write_hf(cfg, tensors, vocab_file, out_dir, {
+      "architectures": ["BertForTokenClassification"],
+      "num_labels": len(names),
+      "id2label": {str(i): n for i, n in enumerate(names)},
+      "label2id": {n: i for i, n in enumerate(names)},
+  })
+
+
 # -- export to Google's TF1 format --------------------------------------------
 
 def export_tf1_names(cfg: BertConfig, params: Params) -> dict[str, np.ndarray]:

@@ -88,9 +88,13 @@ def peak_flops(device_kind: str) -> float | None:
 
 def make_optimizer(config: ml_collections.ConfigDict,
                    num_train_steps: int | None = None,
-                   num_warmup_steps: int | None = None
+                   num_warmup_steps: int | None = None,
+                   frozen: tuple[str, ...] = ()
                    ) -> tuple[optax.GradientTransformation, optax.Schedule]:
-  """BERT's optimizer and schedule; steps default to the config's."""
+  """BERT's optimizer and schedule; steps default to the config's.
+
+  `frozen`: top-level parameter sub-trees the optimizer leaves untouched.
+  """
   schedule = optimizer_lib.learning_rate_schedule(
       config.learning_rate,
       config.num_warmup_steps if num_warmup_steps is None
@@ -100,7 +104,7 @@ def make_optimizer(config: ml_collections.ConfigDict,
   tx = optimizer_lib.create_optimizer(
       o.name, schedule, b1=o.b1, b2=o.b2, eps=o.eps,
       weight_decay=o.weight_decay, clip_norm=o.clip_norm)
-  return tx, schedule
+  return optimizer_lib.freeze(tx, frozen), schedule
 
 
 def rules_of(config: ml_collections.ConfigDict):
@@ -268,8 +272,9 @@ def make_train_step(config: ml_collections.ConfigDict,
   task = task or tasks.from_config(config)
   cfg = task.model_config(vocab_size) if vocab_size else task.model_config()
   rules = rules_of(config)
+  frozen = task.frozen_params()
   tx, schedule = make_optimizer(config, task.num_train_steps(),
-                                task.num_warmup_steps())
+                                task.num_warmup_steps(), frozen)
   make = lambda: task.build_model(cfg, nnx.Rngs(config.seed))
   graphdef, abstract_params = nnx.split(nnx.eval_shape(make), nnx.Param)
   param_shardings = nnx.to_pure_dict(
@@ -277,8 +282,10 @@ def make_train_step(config: ml_collections.ConfigDict,
   abstract_params = nnx.to_pure_dict(abstract_params)
   abstract_opt = jax.eval_shape(tx.init, abstract_params)
   replicated = sharding.replicated(mesh)
+  # (A frozen part has no optimizer state: see optimizer.freeze.)
   opt_shardings = optax.tree_map_params(
-      tx, lambda _, s: s, abstract_opt, param_shardings,
+      tx, lambda _, s: s, abstract_opt,
+      optimizer_lib.trained_part(param_shardings, frozen),
       transform_non_params=lambda _: replicated)
   state_shardings = {"step": replicated, "params": param_shardings,
                      "opt_state": opt_shardings, "bad": replicated,

@@ -3,10 +3,16 @@
 TASK is a GLUE task (`cola sst2 mrpc stsb qqp mnli qnli rte wnli`),
 `custom` (a labelled TSV set, see bert_jax/tasks/glue.py), `squad11` or
 `squad20` (SQuAD, with run_squad.py's flags: see `squad`), `swag` (SWAG's
-CSV files, see bert_jax/tasks/swag.py), or named
-arguments: `configs/finetune.py:task=mnli,model=large,dtype=bfloat16`
-(`model` is the preset used when no init_checkpoint is given; `dtype` the
-compute dtype).
+CSV files, see bert_jax/tasks/swag.py), `conll2003` (NER,
+bert_jax/tasks/ner.py), or named arguments:
+`configs/finetune.py:task=mnli,model=large,dtype=bfloat16` (`model` is the
+preset used when no init_checkpoint is given; `dtype` the compute dtype).
+The paper's ablations are named arguments too: `bilstm=true` (Table 5's
+"+ BiLSTM": a randomly initialised BiLSTM between the encoder and the
+classifier, for GLUE, SQuAD and NER) and, for conll2003, `features=F`
+(Table 7's feature-based NER, F one of embeddings, second_to_last, last,
+sum_last4, concat_last4, sum_all: the encoder frozen, a two-layer
+768-unit BiLSTM on its features).
 
 The top level keeps the original `run_classifier.py` flag names on
 purpose, so BERT users find what they know: init_checkpoint, data_dir,
@@ -21,8 +27,11 @@ import ml_collections
 
 GLUE = ("cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli")
 SQUAD = ("squad11", "squad20")
-TASKS = (*GLUE, "custom", *SQUAD, "swag")
-_ARGS = ("task", "model", "dtype")
+NER = ("conll2003",)
+TASKS = (*GLUE, "custom", *SQUAD, "swag", *NER)
+# Tasks whose head can sit on a BiLSTM (Table 5: GLUE and SQuAD; NER).
+BILSTM_TASKS = (*GLUE, "custom", *NER, *SQUAD)
+_ARGS = ("task", "model", "dtype", "bilstm", "features")
 
 
 def parse_arg(arg: str) -> dict[str, str]:
@@ -147,5 +156,37 @@ def get_config(arg: str = "mrpc") -> ml_collections.ConfigDict:
     c.learning_rate = 2e-5
     c.num_train_epochs = 3.0
     c.max_seq_length = 80
+  bilstm = args.get("bilstm", "false").lower()
+  if bilstm not in ("true", "false"):
+    raise ValueError(f"bilstm={args['bilstm']!r}: expected true or false")
+  features = args.get("features", "")
+  if features and task not in NER:
+    raise ValueError(f"features={features!r}: feature-based training is "
+                     f"built for {', '.join(NER)} only")
+  if bilstm == "true" and task not in BILSTM_TASKS:
+    raise ValueError(f"bilstm=true is not built for task {task!r}")
+  if task in BILSTM_TASKS:
+    c.bilstm = bilstm == "true"
+    # The paper's Table 7 BiLSTM: 768 units a direction; two layers for
+    # the feature-based runs, one on top of a fine-tuned encoder (Table 5
+    # gives no size: ours).
+    c.lstm_units = 768
+    c.lstm_layers = 2 if features else 1
+  if task in NER:
+    # CoNLL-2003 NER (bert_jax/tasks/ner.py): data_dir holds train.txt,
+    # valid.txt, test.txt. The paper's grid (lr {5e-5, 3e-5, 2e-5}, batch
+    # {16, 32}, epochs {2, 3, 4}); 5e-5, 32, 3 here.
+    # labels () are CoNLL-2003's 9 tags (bert_jax.tasks.ner); another
+    # CoNLL-format set names its own.
+    c.learning_rate = 5e-5
+    # Table 7's input (bert_jax.heads.FEATURES; checked with the config).
+    c.features = features
+    # The paper's "maximal document context": fill each window with the
+    # sentence's neighbours in its document (scored: the sentence only).
+    c.document_context = False
+    if features:
+      # A BiLSTM trained from scratch on frozen features: a recurrent
+      # tagger's learning rate (ours; the paper gives none).
+      c.learning_rate = 1e-3
   c.lock()
   return c

