@@ -14,19 +14,20 @@ also asks Orbax whether the JAX coordination service saw a preemption.
 
 from __future__ import annotations
 
-import os
 import signal
 from typing import Any
 
 import orbax.checkpoint as ocp
 from absl import logging
 
+from bert_jax import storage
+
 
 class Checkpointer:
   """Saves and restores (train state, data-iterator state, config)."""
 
   def __init__(self, directory: str, keep: int = 3, async_save: bool = True):
-    self.directory = os.path.abspath(directory)
+    self.directory = storage.abspath(directory)  # a path or gs:// URL
     self.manager = ocp.CheckpointManager(
         self.directory,
         options=ocp.CheckpointManagerOptions(

@@ -45,6 +45,7 @@ from bert_jax import model as model_lib
 from bert_jax import optimizer as optimizer_lib
 from bert_jax import pretrained
 from bert_jax import sharding
+from bert_jax import storage
 from bert_jax import tasks
 from bert_jax.tasks import base as tasks_base
 
@@ -338,12 +339,11 @@ def validate(config: ml_collections.ConfigDict, workdir: str,
          "config.eval_every_steps must be >= 0 (0: only at the end)")
   task.validate(_check)
   try:
-    os.makedirs(workdir, exist_ok=True)
+    storage.makedirs(workdir)
     probe = os.path.join(workdir, f".write_probe_{jax.process_index()}")
-    with open(probe, "w") as f:
-      f.write("ok")
-    os.remove(probe)
-  except OSError as e:
+    storage.write_text(probe, "ok")
+    storage.remove(probe)
+  except OSError as e:  # gcsfs raises OSError subclasses too
     raise ConfigError(f"--workdir={workdir} is not writable ({e})") from e
 
 
@@ -401,12 +401,12 @@ def _write_model_files(workdir: str, cfg: model_lib.BertConfig,
   if jax.process_index() != 0:
     return
   config = cfg.to_json_dict() | {"bert_jax": dataclasses.asdict(cfg)}
-  tmp = os.path.join(workdir, "bert_config.json.tmp")
-  with open(tmp, "w") as f:
-    json.dump(config, f, indent=2)
-  os.replace(tmp, os.path.join(workdir, "bert_config.json"))
-  if vocab_file and os.path.exists(vocab_file):
-    pretrained.copy_vocab(vocab_file, workdir)
+  with storage.Staging(workdir) as stage:
+    storage.write_text(os.path.join(stage.local, "bert_config.json"),
+                       json.dumps(config, indent=2))
+    if vocab_file and os.path.exists(vocab_file):
+      pretrained.copy_vocab(vocab_file, stage.local)
+    stage.publish(None)
 
 
 def _eval_runner(fns: StepFns, mesh, config, params) -> tasks_base.RunEval:
@@ -429,7 +429,7 @@ def _print_metrics(prefix: str, metrics: Mapping[str, Any]) -> None:
 def train_and_evaluate(config: ml_collections.ConfigDict,
                        workdir: str) -> dict[str, Any]:
   """Runs the job; returns (and writes) results.json."""
-  workdir = os.path.abspath(workdir)
+  workdir = storage.abspath(workdir)  # a local path or a gs:// URL
   task = tasks.from_config(config)
   mesh = make_mesh(config)
   validate(config, workdir, mesh, task)
@@ -585,12 +585,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
       "num_devices": jax.device_count(),
       **final,
   }
-  results.update(task.finish(state["params"], workdir,
-                             run_eval(state["params"])))
+  with storage.Staging(workdir) as stage:  # for local-only writers
+    results.update(stage.publish(task.finish(state["params"], stage.local,
+                                             run_eval(state["params"]))))
   ckpt.close()
   if is_main:
-    tmp = os.path.join(workdir, "results.json.tmp")
-    with open(tmp, "w") as f:
-      json.dump(results, f, indent=2)
-    os.replace(tmp, os.path.join(workdir, "results.json"))
+    storage.write_text(os.path.join(workdir, "results.json"),
+                       json.dumps(results, indent=2))
   return results
