@@ -99,8 +99,15 @@ def rules_of(config: ml_collections.ConfigDict):
 
 def make_mesh(config: ml_collections.ConfigDict,
               devices=None) -> jax.sharding.Mesh:
-  return sharding.create_mesh(tuple(config.mesh.ici_shape),
-                              tuple(config.mesh.dcn_shape), devices)
+  """The config's mesh; one that does not divide the devices is a
+  ConfigError naming the keys."""
+  try:
+    return sharding.create_mesh(tuple(config.mesh.ici_shape),
+                                tuple(config.mesh.dcn_shape), devices)
+  except ValueError as e:
+    raise ConfigError(
+        f"config.mesh.ici_shape={tuple(config.mesh.ici_shape)}, "
+        f"config.mesh.dcn_shape={tuple(config.mesh.dcn_shape)}: {e}") from e
 
 
 def model_flops_per_step(cfg: model_lib.BertConfig, batch: int, seq: int,
@@ -554,6 +561,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
         save(step)
       if (config.eval_every_steps and step % config.eval_every_steps == 0
           and step < total):
+        if saved_at[0] == step:
+          # This step's checkpoint is committed before evaluation starts:
+          # an evaluation that fails (out of memory, bad data) loses nothing.
+          ckpt.wait()
         ev = task.evaluate(run_eval(state["params"]), step)
         writer.scalars(step, {f"eval/{k}": v for k, v in ev.items()
                               if isinstance(v, float)})
