@@ -11,6 +11,7 @@ Multi-host: pass --coordinator_address/--num_processes/--process_id, or
 
 import os
 import sys
+import traceback
 from collections.abc import Sequence
 
 import jax
@@ -64,15 +65,19 @@ def main(argv: Sequence[str]) -> None:
   except train.NonFiniteLossError as e:
     logging.error("%s", e)
     sys.exit(f"stopped: {e}")
-  except jax.errors.JaxRuntimeError as e:
+  except Exception as e:  # pylint: disable=broad-except
     if jax.process_count() == 1:
       raise
-    # A collective failed: another process is gone (killed, preempted).
-    # Exit now: the normal exit waits in jax.distributed's shutdown barrier
-    # for the lost process until the heartbeat timeout, then aborts.
-    print(f"error: process {jax.process_index()} of {jax.process_count()}: "
-          f"a collective failed, another process has probably died (see "
-          f"its log): {str(e).splitlines()[0]}", file=sys.stderr, flush=True)
+    # Typically a collective failed because another process is gone
+    # (killed, preempted). Exit now: a normal exit would wait in
+    # jax.distributed's shutdown barrier for the lost process until the
+    # heartbeat timeout, and then abort.
+    traceback.print_exc()
+    first = (str(e).strip().splitlines() or [""])[0]
+    print(f"error: process {jax.process_index()} of {jax.process_count()} "
+          f"stopped: {type(e).__name__}: {first} (a failed collective means "
+          "another process died: see its log)", file=sys.stderr, flush=True)
+    sys.stdout.flush()
     os._exit(1)  # pylint: disable=protected-access
   if jax.process_index() == 0:
     print("results: " + "  ".join(

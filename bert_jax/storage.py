@@ -42,7 +42,6 @@ from typing import Any
 SCHEME = "gs://"
 _CACHE_INDEX = ".bert_jax_cache.json"
 _lock = threading.Lock()
-_configured = False
 
 
 def is_remote(path: str | os.PathLike | None) -> bool:
@@ -50,14 +49,13 @@ def is_remote(path: str | os.PathLike | None) -> bool:
 
 
 def configure() -> None:
-  """Points every GCS client at the same place (idempotent).
+  """Points every GCS client at the same place.
 
-  Sets defaults only: a variable already in the environment wins.
+  Sets defaults only (a variable already in the environment wins); called
+  before every use of a gs:// path, so it follows STORAGE_EMULATOR_HOST
+  as it is then. (gcsfs reads its own variable when first imported.)
   """
-  global _configured
   with _lock:
-    if _configured:
-      return
     os.environ.setdefault("EPATH_USE_TF", "false")
     emulator = os.environ.get("STORAGE_EMULATOR_HOST", "")
     if emulator:
@@ -65,7 +63,6 @@ def configure() -> None:
         emulator = "http://" + emulator
       os.environ.setdefault("TENSORSTORE_GCS_HTTP_URL", emulator.rstrip("/"))
       os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
-    _configured = True
 
 
 def filesystem():

@@ -188,5 +188,11 @@ def test_one_worker_killed_the_others_stop_with_a_clear_error(pod):
   for h in ("worker-0", "worker-1", "worker-3"):
     assert pod.read(h, "train.rc").strip() not in ("", "0")
     log = pod.read(h, "train.log")
-    assert ("a collective failed, another process has probably died" in log
-            or "another task died" in log), log[-3000:]
+    assert (f"error: process {h[-1]} of 4 stopped: " in log
+            or "This most likely indicates that another task died" in log
+            ), log[-3000:]
+  # The hosts whose collective failed say so in one line (the coordinator
+  # may be stopped by JAX's coordination service first).
+  assert any("(a failed collective means another process died: see its "
+             "log)" in pod.read(h, "train.log")
+             for h in ("worker-0", "worker-1", "worker-3"))
