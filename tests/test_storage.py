@@ -92,7 +92,7 @@ def test_pretraining_on_gcs_killed_and_resumed_equals_local(gcs, data_dir,
   _run(local, data_dir, env)
   workdir = f"gs://{gcs.bucket}/runs/killed"
   proc = _run(workdir, data_url, env, wait=False)
-  deadline = time.monotonic() + 240
+  deadline = time.monotonic() + 600
   fs = storage.filesystem()
   while not [s for s in _steps_committed(workdir) if s >= 2]:
     assert proc.poll() is None, proc.stdout.read()[-3000:]
