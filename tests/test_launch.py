@@ -311,3 +311,18 @@ def _read(path) -> str:
   except FileNotFoundError:
     return ""
 
+
+
+def test_readme_shows_what_the_dry_run_prints(capsys):
+  with open(os.path.join(fake_tpu.ROOT, "README.md")) as f:
+    shown = {l.strip() for l in f if l.startswith("    ")}
+  flags = ["--name=bert-base", "--zone=europe-west4-a", "--recipe=base-v3-32",
+           "--bucket=gs://my-bucket",
+           "--repo=https://github.com/me/bert_jax.git", "--commit=0123abc"]
+  assert ("python -m launch.tpu create " + " ".join(flags) + " --dry-run"
+          in shown)
+  for argv in (["create"], ["setup"], ["run"],
+               ["resume", "--state=PREEMPTED"]):
+    assert cli.main([argv[0], *flags, *argv[1:], "--dry-run"]) == 0
+    for line in capsys.readouterr().out.splitlines():
+      assert line in shown, line
