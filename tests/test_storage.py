@@ -8,6 +8,7 @@ libraries read, and nothing else.
 import json
 import os
 import subprocess
+import sys
 import time
 
 import numpy as np
@@ -54,7 +55,7 @@ def test_cached_copy_downloads_once_and_follows_changes(gcs, tmp_path):
 
 
 def _run(workdir, data_dir, env, *extra, wait=True):
-  args = [test_train.sys.executable, "-m", "bert_jax.main",
+  args = [sys.executable, "-m", "bert_jax.main",
           "--config=configs/pretrain.py:demo", f"--workdir={workdir}",
           f"--config.data.data_dir={data_dir}",
           f"--config.data.vocab_file={test_train.VOCAB}",
