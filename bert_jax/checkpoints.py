@@ -35,6 +35,8 @@ from typing import Any, TypeVar
 import orbax.checkpoint as ocp
 from absl import logging
 
+from bert_jax import storage
+
 T = TypeVar("T")
 
 # OS errors worth a retry: a network file system that is slow or briefly
@@ -119,7 +121,7 @@ class Checkpointer:
 
   def __init__(self, directory: str, keep: int = 3, async_save: bool = True,
                retries: int = 5, backoff_s: float = 1.0):
-    self.directory = os.path.abspath(directory)
+    self.directory = storage.abspath(directory)  # a path or gs:// URL
     self.retries = retries
     self.backoff_s = backoff_s
     self._saving = -1  # the step of the newest save started
@@ -182,8 +184,8 @@ class Checkpointer:
 
   def identity(self, step: int) -> dict[str, Any] | None:
     """The identity saved with a checkpoint (None: one saved without)."""
-    if not os.path.isdir(os.path.join(self.directory, str(step),
-                                      "identity")):
+    if not storage.exists(os.path.join(self.directory, str(step),
+                                       "identity")):
       return None
     return self._read(step, "identity", lambda: self.manager.restore(
         step, args=ocp.args.Composite(identity=ocp.args.JsonRestore())

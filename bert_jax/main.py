@@ -9,7 +9,9 @@ Multi-host: pass --coordinator_address/--num_processes/--process_id, or
 --jax_distributed on TPU VMs (which find their peers by themselves).
 """
 
+import os
 import sys
+import traceback
 from collections.abc import Sequence
 
 import jax
@@ -35,6 +37,10 @@ _PROCESS_ID = flags.DEFINE_integer("process_id", None,
 _DISTRIBUTED = flags.DEFINE_boolean(
     "jax_distributed", False,
     "Call jax.distributed.initialize() with no arguments (TPU VMs, SLURM).")
+_HEARTBEAT = flags.DEFINE_integer(
+    "heartbeat_timeout_seconds", 100,
+    "Multi-host: a process silent this long is taken as dead and the others "
+    "stop (JAX's default, 100).")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -43,9 +49,10 @@ def main(argv: Sequence[str]) -> None:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   if _COORDINATOR.value:
     jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value,
-                               _PROCESS_ID.value)
+                               _PROCESS_ID.value,
+                               heartbeat_timeout_seconds=_HEARTBEAT.value)
   elif _DISTRIBUTED.value:
-    jax.distributed.initialize()
+    jax.distributed.initialize(heartbeat_timeout_seconds=_HEARTBEAT.value)
   logging.info("process %d of %d, %d devices", jax.process_index(),
                jax.process_count(), jax.device_count())
   try:
@@ -55,6 +62,20 @@ def main(argv: Sequence[str]) -> None:
   except train.NonFiniteLossError as e:
     logging.error("%s", e)
     sys.exit(f"stopped: {e}")
+  except Exception as e:  # pylint: disable=broad-except
+    if jax.process_count() == 1:
+      raise
+    # Typically a collective failed because another process is gone
+    # (killed, preempted). Exit now: a normal exit would wait in
+    # jax.distributed's shutdown barrier for the lost process until the
+    # heartbeat timeout, and then abort.
+    traceback.print_exc()
+    first = (str(e).strip().splitlines() or [""])[0]
+    print(f"error: process {jax.process_index()} of {jax.process_count()} "
+          f"stopped: {type(e).__name__}: {first} (a failed collective means "
+          "another process died: see its log)", file=sys.stderr, flush=True)
+    sys.stdout.flush()
+    os._exit(1)  # pylint: disable=protected-access
   if jax.process_index() == 0:
     print("results: " + "  ".join(
         f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"

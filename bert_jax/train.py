@@ -56,6 +56,7 @@ from bert_jax import numerics
 from bert_jax import optimizer as optimizer_lib
 from bert_jax import pretrained
 from bert_jax import sharding
+from bert_jax import storage
 from bert_jax import tasks
 from bert_jax.tasks import base as tasks_base
 
@@ -113,8 +114,15 @@ def rules_of(config: ml_collections.ConfigDict):
 
 def make_mesh(config: ml_collections.ConfigDict,
               devices=None) -> jax.sharding.Mesh:
-  return sharding.create_mesh(tuple(config.mesh.ici_shape),
-                              tuple(config.mesh.dcn_shape), devices)
+  """The config's mesh; one that does not divide the devices is a
+  ConfigError naming the keys."""
+  try:
+    return sharding.create_mesh(tuple(config.mesh.ici_shape),
+                                tuple(config.mesh.dcn_shape), devices)
+  except ValueError as e:
+    raise ConfigError(
+        f"config.mesh.ici_shape={tuple(config.mesh.ici_shape)}, "
+        f"config.mesh.dcn_shape={tuple(config.mesh.dcn_shape)}: {e}") from e
 
 
 def model_flops_per_step(cfg: model_lib.BertConfig, batch: int, seq: int,
@@ -421,12 +429,11 @@ def validate(config: ml_collections.ConfigDict, workdir: str,
          "config.max_bad_batches must be >= 0")
   task.validate(_check)
   try:
-    os.makedirs(workdir, exist_ok=True)
+    storage.makedirs(workdir)
     probe = os.path.join(workdir, f".write_probe_{jax.process_index()}")
-    with open(probe, "w") as f:
-      f.write("ok")
-    os.remove(probe)
-  except OSError as e:
+    storage.write_text(probe, "ok")
+    storage.remove(probe)
+  except OSError as e:  # gcsfs raises OSError subclasses too
     raise ConfigError(f"--workdir={workdir} is not writable ({e})") from e
 
 
@@ -484,12 +491,12 @@ def _write_model_files(workdir: str, cfg: model_lib.BertConfig,
   if jax.process_index() != 0:
     return
   config = cfg.to_json_dict() | {"bert_jax": dataclasses.asdict(cfg)}
-  tmp = os.path.join(workdir, "bert_config.json.tmp")
-  with open(tmp, "w") as f:
-    json.dump(config, f, indent=2)
-  os.replace(tmp, os.path.join(workdir, "bert_config.json"))
-  if vocab_file and os.path.exists(vocab_file):
-    pretrained.copy_vocab(vocab_file, workdir)
+  with storage.Staging(workdir) as stage:
+    storage.write_text(os.path.join(stage.local, "bert_config.json"),
+                       json.dumps(config, indent=2))
+    if vocab_file and os.path.exists(vocab_file):
+      pretrained.copy_vocab(vocab_file, stage.local)
+    stage.publish(None)
 
 
 def _eval_runner(fns: StepFns, mesh, config, params) -> tasks_base.RunEval:
@@ -512,7 +519,7 @@ def _print_metrics(prefix: str, metrics: Mapping[str, Any]) -> None:
 def train_and_evaluate(config: ml_collections.ConfigDict,
                        workdir: str) -> dict[str, Any]:
   """Runs the job; returns (and writes) results.json."""
-  workdir = os.path.abspath(workdir)
+  workdir = storage.abspath(workdir)  # a local path or a gs:// URL
   task = tasks.from_config(config)
   mesh = make_mesh(config)
   validate(config, workdir, mesh, task)
@@ -674,6 +681,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
         save(step)
       if (config.eval_every_steps and step % config.eval_every_steps == 0
           and step < total):
+        if saved_at[0] == step:
+          # This step's checkpoint is committed before evaluation starts:
+          # an evaluation that fails (out of memory, bad data) loses nothing.
+          ckpt.wait()
         ev = task.evaluate(run_eval(state["params"]), step)
         writer.scalars(step, {f"eval/{k}": v for k, v in ev.items()
                               if isinstance(v, float)})
@@ -705,12 +716,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
       "num_devices": jax.device_count(),
       **final,
   }
-  results.update(task.finish(state["params"], workdir,
-                             run_eval(state["params"])))
+  with storage.Staging(workdir) as stage:  # for local-only writers
+    results.update(stage.publish(task.finish(state["params"], stage.local,
+                                             run_eval(state["params"]))))
   ckpt.close()
   if is_main:
-    tmp = os.path.join(workdir, "results.json.tmp")
-    with open(tmp, "w") as f:
-      json.dump(results, f, indent=2)
-    os.replace(tmp, os.path.join(workdir, "results.json"))
+    storage.write_text(os.path.join(workdir, "results.json"),
+                       json.dumps(results, indent=2))
   return results

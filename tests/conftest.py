@@ -28,3 +28,20 @@ def data_dir(tmp_path_factory):
 os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
 os.environ.setdefault("TPU_SKIP_MDS_QUERY", "1")
 os.environ.setdefault("TPU_WORKER_HOSTNAMES", "localhost")
+
+
+@pytest.fixture(scope="session")
+def gcs(tmp_path_factory):
+  """A real GCS emulator (fake-gcs-server) on 127.0.0.1 with one bucket.
+
+  In this process STORAGE_EMULATOR_HOST is set for the session (bert_jax's
+  clients read it); subprocesses get it from `gcs.env`.
+  """
+  from tests import gcs_emulator  # pylint: disable=g-import-not-at-top
+  server = gcs_emulator.GcsEmulator(str(tmp_path_factory.mktemp("gcs")))
+  os.environ.update(server.env)
+  try:
+    yield server
+  finally:
+    os.environ.pop("STORAGE_EMULATOR_HOST", None)
+    server.stop()

@@ -1,54 +1,24 @@
 """The TPU launcher through a fake gcloud first on PATH (no network).
 
-The fake records every call's argv, answers `describe` with states the test
-writes, and (with FAKE_TPU_HOSTS) runs `ssh --command=CMD` once per
-simulated host as separate local processes, each with its own HOME, and
-`storage cp` into a local directory standing for the bucket.
+The fake (tests/fake_tpu.py) records every call's argv, answers `describe`
+with states the test writes, and (with FAKE_TPU_HOSTS) runs
+`ssh --command=CMD` once per simulated host as separate local processes,
+each with its own HOME, and `storage cp` into a local directory standing
+for the bucket. tests/test_pod_rehearsal.py runs a real training job
+through it.
 """
 
 import json
 import os
 import shlex
 import subprocess
-import sys
 import time
 
 import pytest
 
 from launch.tpu import cli
+from tests import fake_tpu
 
-FAKE_GCLOUD = r'''#!{python}
-import json, os, shutil, subprocess, sys
-argv = sys.argv[1:]
-with open(os.environ["FAKE_GCLOUD_LOG"], "a") as f:
-  f.write(json.dumps(["gcloud", *argv]) + "\n")
-if "describe" in argv:
-  path = os.environ["FAKE_GCLOUD_STATE"]
-  states = open(path).read().split()
-  if len(states) > 1:  # the next describe answers the next state
-    open(path, "w").write("\n".join(states[1:]))
-  if states[0] == "MISSING":
-    sys.exit("ERROR: (gcloud.compute.tpus) NOT_FOUND: no such resource")
-  print(states[0])
-elif argv[:2] == ["storage", "cp"]:
-  src, dest = [a for a in argv[2:] if not a.startswith("-")]
-  dest = os.path.join(os.environ["FAKE_GCS"], dest.removeprefix("gs://"))
-  os.makedirs(os.path.dirname(dest), exist_ok=True)
-  shutil.copy(src, dest)
-elif "ssh" in argv and os.environ.get("FAKE_TPU_HOSTS"):
-  opts = dict(a[2:].split("=", 1) for a in argv if a.startswith("--"))
-  root = os.environ["FAKE_TPU_HOSTS"]
-  hosts = sorted(os.listdir(root))
-  if opts["worker"] != "all":
-    hosts = [hosts[int(opts["worker"])]]
-  procs = []
-  for h in hosts:
-    home = os.path.join(root, h)
-    env = dict(os.environ, HOME=home, PATH=f"{{home}}/bin:{{os.environ['PATH']}}",
-               FAKE_GCLOUD_LOG=os.path.join(home, "gcloud_calls"))
-    procs.append(subprocess.Popen(["bash", "-c", opts["command"]], env=env))
-  sys.exit(max(p.wait() for p in procs))
-'''
 
 # Stands for .venv/bin/python on a host: bert_jax.main until SIGTERM, on
 # which it "checkpoints" and exits 0, as the trainer does.
@@ -67,10 +37,7 @@ BASE = ["--name=bert-base", "--zone=europe-west4-a", "--bucket=gs://my-bucket",
 def gcloud(tmp_path, monkeypatch):
   """The fake gcloud on PATH; returns (calls(), set_states(*states))."""
   bin_dir = tmp_path / "bin"
-  bin_dir.mkdir()
-  exe = bin_dir / "gcloud"
-  exe.write_text(FAKE_GCLOUD.format(python=sys.executable))
-  exe.chmod(0o755)
+  fake_tpu.install(str(bin_dir))
   log, state = tmp_path / "calls.jsonl", tmp_path / "state"
   state.write_text("READY")
   monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
@@ -188,23 +155,47 @@ def test_remote_scripts_parse_and_hold_the_recipe(capsys):
   for piece in ("uv python install 3.11",
                 "git clone -q https://example.com/bert_jax.git",
                 "git checkout -q --force --detach abc123",
-                "-r requirements.txt -e .", '"jax[tpu]==$(',
-                "gcsfuse --implicit-dirs --rename-dir-limit=200000 my-bucket "
-                "/gcs"):
+                "-r requirements.txt -e .", '"jax[tpu]==$('):
     assert piece in setup
+  assert "gcsfuse" not in setup  # the trainer reads and writes gs:// itself
   # Idempotent: every installation is guarded by a check.
-  for guard in ("command -v gcsfuse", "mountpoint -q /gcs", "command -v uv",
-                '[ -d "$HOME/bert_jax/.git" ]', "[ -x .venv/bin/python ]"):
+  for guard in ("command -v uv", '[ -d "$HOME/bert_jax/.git" ]',
+                "[ -x .venv/bin/python ]"):
     assert guard in setup
   train = shlex.split(run.split("nohup setsid bash -c ", 1)[1])[0]
   subprocess.run(["bash", "-n", "-c", train], check=True)
+  # shellcheck-clean. The detached trainer's script is single-quoted on
+  # purpose (it expands on the host, later): checked on its own, and
+  # SC2016 ("expressions don't expand in single quotes") is off for it.
+  for s in (setup, train, _script(_first(capsys, "stop")),
+            _script(_first(capsys, "logs")),
+            _script(_first(capsys, "status", "--state=READY"))):
+    _shellcheck(s)
+  _shellcheck(run, "--exclude=SC2016")
   assert (".venv/bin/python -m bert_jax.main --jax_distributed "
           "--config=configs/pretrain.py:large --config.mesh.ici_shape=-1,1,1 "
-          "--config.optimizer.grad_accum_steps=1 --workdir=/gcs/runs/bert-base "
-          "--config.data.data_dir=/gcs/data_128 "
-          "--config.data.phase2_data_dir=/gcs/data_512 "
+          "--config.optimizer.grad_accum_steps=1 "
+          "--workdir=gs://my-bucket/runs/bert-base "
+          "--config.data.data_dir=gs://my-bucket/data_128 "
+          "--config.data.phase2_data_dir=gs://my-bucket/data_512 "
           "--config.num_train_steps=10") in train
   assert "gs://my-bucket/logs/bert-base/$(hostname).log" in train
+
+
+def _shellcheck(script, *args):
+  res = subprocess.run(["shellcheck", "--shell=bash", *args, "-"],
+                       input=script, text=True, capture_output=True)
+  assert res.returncode == 0, res.stdout
+
+
+def test_launch_shell_scripts_are_shellcheck_clean():
+  scripts = [os.path.join(fake_tpu.ROOT, "launch", n)
+             for n in sorted(os.listdir(os.path.join(fake_tpu.ROOT, "launch")))
+             if n.endswith(".sh")]
+  assert scripts
+  res = subprocess.run(["shellcheck", *scripts], capture_output=True,
+                       text=True)
+  assert res.returncode == 0, res.stdout
 
 
 def test_resume_after_preemption_recreates_and_reruns(gcloud, capsys):
@@ -320,3 +311,18 @@ def _read(path) -> str:
   except FileNotFoundError:
     return ""
 
+
+
+def test_readme_shows_what_the_dry_run_prints(capsys):
+  with open(os.path.join(fake_tpu.ROOT, "README.md")) as f:
+    shown = {l.strip() for l in f if l.startswith("    ")}
+  flags = ["--name=bert-base", "--zone=europe-west4-a", "--recipe=base-v3-32",
+           "--bucket=gs://my-bucket",
+           "--repo=https://github.com/me/bert_jax.git", "--commit=0123abc"]
+  assert ("python -m launch.tpu create " + " ".join(flags) + " --dry-run"
+          in shown)
+  for argv in (["create"], ["setup"], ["run"],
+               ["resume", "--state=PREEMPTED"]):
+    assert cli.main([argv[0], *flags, *argv[1:], "--dry-run"]) == 0
+    for line in capsys.readouterr().out.splitlines():
+      assert line in shown, line

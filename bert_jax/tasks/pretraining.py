@@ -30,6 +30,7 @@ from bert_jax import model as model_lib
 from bert_jax import pretrained
 from bert_jax import pretraining_data
 from bert_jax import sources
+from bert_jax import storage
 from bert_jax.tasks import base
 
 OBJECTIVES = ("mlm_nsp", "mlm", "ltr")
@@ -112,11 +113,19 @@ def sum_outputs(outputs: list[Mapping[str, np.ndarray]]) -> dict[str, float]:
 
 def prepare_data(config, workdir: str, seq_len: int, num_pred: int,
                  data_dir: str) -> str:
-  """Creates the shards (process 0) unless data_dir already has them."""
+  """Creates the shards (process 0) unless data_dir already has them.
+
+  Returns the local directory to read: for a gs:// data_dir, this host's
+  cached copy of it (`storage.cached_copy`; data made here is uploaded
+  there first).
+  """
   from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
   data_dir = data_dir or os.path.join(workdir, f"data_{seq_len}")
-  if (jax.process_index() == 0 and not os.path.exists(
-      os.path.join(data_dir, manifest_lib.FILENAME))):
+  url = data_dir if storage.is_remote(data_dir) else None
+  if url:
+    data_dir = os.path.join(storage.cache_root(), "made", url[5:])
+  if (jax.process_index() == 0 and not storage.exists(
+      os.path.join(url or data_dir, manifest_lib.FILENAME))):
     d = config.data
     opts = pretraining_data.DataOptions(
         max_seq_length=seq_len, max_predictions_per_seq=num_pred,
@@ -132,9 +141,12 @@ def prepare_data(config, workdir: str, seq_len: int, num_pred: int,
     print(f"prepared {m['train']['instances']} training and "
           f"{m.get('eval', {}).get('instances', 0)} held-out examples in "
           f"{m['seconds']} s", flush=True)
+    if url:
+      storage.upload_tree(data_dir, url)
+      shutil.rmtree(data_dir)
   if jax.process_count() > 1:
     multihost_utils.sync_global_devices("prepare_data")
-  return data_dir
+  return storage.cached_copy(url) if url else data_dir
 
 
 def _masking_spec(config, manifest, num_pred, split):
@@ -294,7 +306,7 @@ class PretrainingTask(base.Task):
     check(0 <= config.phase2_start_step < config.num_train_steps,
           f"config.phase2_start_step={config.phase2_start_step} must be in "
           "[0, num_train_steps) (0 = one phase)")
-    if not config.data.data_dir or not os.path.exists(
+    if not config.data.data_dir or not storage.exists(
         os.path.join(config.data.data_dir, manifest_lib.FILENAME)):
       pattern = config.data.input_file
       try:

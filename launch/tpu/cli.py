@@ -3,8 +3,8 @@
     python -m launch.tpu SUBCOMMAND --name=NAME --zone=ZONE [flags] [-- TRAIN_FLAGS]
 
   create   the TPU VM (on demand), or a queued resource with --spot/--reserved
-  setup    on every host: gcsfuse + the bucket at /gcs, Python 3.11 (uv), the
-           repository at --commit, requirements.txt and jax[tpu] (idempotent)
+  setup    on every host: Python 3.11 (uv), the repository at --commit,
+           requirements.txt and jax[tpu] (idempotent)
   run      on every host, detached (setsid + nohup): bert_jax.main
            --jax_distributed with the recipe's flags; a host's log goes to
            ~/bert_jax_logs/train.log and gs://BUCKET/logs/NAME/HOSTNAME.log
@@ -77,18 +77,19 @@ def _parser() -> argparse.ArgumentParser:
                             help="A spot TPU, through a queued resource.")
   provisioning.add_argument("--reserved", action="store_true",
                             help="From your reservation, queued resource.")
-  a("--bucket", default="", help="gs://BUCKET: mounted at /gcs on the "
-    "hosts; data, checkpoints and logs live there (setup, run, resume).")
+  a("--bucket", default="", help="gs://BUCKET: data, the workdir "
+    "(checkpoints, TensorBoard, results) and logs live there (setup, run, "
+    "resume).")
   a("--repo", default="", help="git URL the hosts clone (default: this "
     "checkout's origin).")
   a("--commit", default="", help="Commit the hosts check out (default: "
     "this checkout's HEAD; push it first).")
   a("--workdir", default="", help="bert_jax.main --workdir (default "
-    "/gcs/runs/NAME).")
-  a("--data-dir", default=f"{commands.MOUNT}/data_128",
-    help="Phase 1 (seq 128) shards.")
-  a("--phase2-data-dir", default=f"{commands.MOUNT}/data_512",
-    help="Phase 2 (seq 512) shards.")
+    "gs://BUCKET/runs/NAME).")
+  a("--data-dir", default="", help="Phase 1 (seq 128) shards (default "
+    "gs://BUCKET/data_128).")
+  a("--phase2-data-dir", default="", help="Phase 2 (seq 512) shards "
+    "(default gs://BUCKET/data_512).")
   a("--python", default="3.11", help="Python the hosts' venv uses.")
   a("--worker", default="0", help="logs: which host ('all' for every one).")
   a("--lines", type=int, default=100, help="logs: how many lines.")
@@ -172,8 +173,8 @@ def _target(args) -> commands.Target:
 
 def _job(args, extra: Sequence[str]) -> commands.Job:
   if not args.bucket.startswith("gs://") or not args.bucket[5:].strip("/"):
-    raise LaunchError(f"--bucket={args.bucket!r}: give gs://BUCKET (the "
-                      "hosts mount it at /gcs for data, checkpoints, logs)")
+    raise LaunchError(f"--bucket={args.bucket!r}: give gs://BUCKET (data, "
+                      "checkpoints and logs live there)")
   repo = args.repo or _git("config", "--get", "remote.origin.url")
   commit = args.commit or _git("rev-parse", "HEAD")
   if not repo:
@@ -182,10 +183,12 @@ def _job(args, extra: Sequence[str]) -> commands.Job:
   if not commit:
     raise LaunchError("--commit: not in a git checkout; give the commit")
   recipe = recipes.RECIPES[args.recipe]
-  workdir = args.workdir or f"{commands.MOUNT}/runs/{args.name}"
+  bucket = args.bucket.rstrip("/")
+  workdir = args.workdir or f"{bucket}/runs/{args.name}"
   flags = [*recipe.flags(), f"--workdir={workdir}",
-           f"--config.data.data_dir={args.data_dir}",
-           f"--config.data.phase2_data_dir={args.phase2_data_dir}", *extra]
+           f"--config.data.data_dir={args.data_dir or bucket + '/data_128'}",
+           "--config.data.phase2_data_dir="
+           f"{args.phase2_data_dir or bucket + '/data_512'}", *extra]
   return commands.Job(repo, commit, args.bucket, tuple(flags), args.python,
                       args.log_sync_seconds)
 

@@ -7,10 +7,12 @@ that a dry run prints one command per line, shell-quoted.
 
 On each host: the repository in ~/bert_jax at one commit, a Python 3.11
 virtual environment in ~/bert_jax/.venv (the TPU VM image ships 3.10; the
-project needs 3.11+), the bucket mounted with gcsfuse at /gcs (data,
-checkpoints and TensorBoard live there, so a re-created slice resumes from
-them), and ~/bert_jax_logs/ with the log (copied to
+project needs 3.11+), and ~/bert_jax_logs/ with the log (copied to
 gs://BUCKET/logs/NAME/HOSTNAME.log), the trainer's pid and exit status.
+The trainer reads its data from and writes its workdir (checkpoints,
+TensorBoard, results, exports) to gs:// URLs in the bucket
+(`bert_jax.storage`), so a re-created slice resumes from them; nothing
+is mounted.
 """
 
 from __future__ import annotations
@@ -26,7 +28,6 @@ LOG_DIR = "$HOME/bert_jax_logs"
 LOG = f"{LOG_DIR}/train.log"
 PID = f"{LOG_DIR}/train.pid"
 RC = f"{LOG_DIR}/train.rc"
-MOUNT = "/gcs"
 
 # Answers of `describe` (TPU VM `state`, queued resource `state.state`).
 READY = ("READY", "ACTIVE")
@@ -111,7 +112,7 @@ def _line(*statements: str) -> str:
 
 
 def setup_script(job: Job) -> str:
-  """Idempotent: gcsfuse and the mount, Python, the repo at the commit, deps.
+  """Idempotent: Python, the repo at the commit, its dependencies.
 
   `jax[tpu]` is installed at the version requirements.txt pins for jax.
   """
@@ -119,18 +120,6 @@ def setup_script(job: Job) -> str:
   venv_python = ".venv/bin/python"
   return _line(
       "set -euo pipefail",
-      "if ! command -v gcsfuse >/dev/null; then "
-      "echo 'deb https://packages.cloud.google.com/apt gcsfuse-jammy main' "
-      "| sudo tee /etc/apt/sources.list.d/gcsfuse.list >/dev/null; "
-      "curl -fsSL https://packages.cloud.google.com/apt/doc/apt-key.gpg "
-      "| sudo tee /etc/apt/trusted.gpg.d/gcsfuse.asc >/dev/null; "
-      "sudo apt-get update -q; sudo apt-get install -y -q gcsfuse; fi",
-      f"sudo mkdir -p {MOUNT}",
-      f'sudo chown "$USER" {MOUNT}',
-      # Orbax commits a checkpoint by renaming its directory: gcsfuse
-      # renames directories only below a limit of entries.
-      f"mountpoint -q {MOUNT} || gcsfuse --implicit-dirs "
-      f"--rename-dir-limit=200000 {q(job.bucket_name)} {MOUNT}",
       'export PATH="$HOME/.local/bin:$PATH"',
       "command -v uv >/dev/null || python3 -m pip install --user -q uv",
       f"uv python install {q(job.python)}",

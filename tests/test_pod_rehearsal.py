@@ -1,0 +1,198 @@
+"""A v3-32 pod rehearsal on this machine: the real launcher, a fake gcloud.
+
+`python -m launch.tpu` (its real command builder and remote scripts) drives
+tests/fake_tpu.py's gcloud, which turns a v3-32's four hosts into four
+local `jax.distributed` processes on 127.0.0.1 (one CPU device each), with
+the workdir and the data in a GCS emulator (fake-gcs-server). The model is
+tiny and the run a few steps; the recipe's flags are the real ones with
+overrides after `--`.
+"""
+
+import json
+import os
+import signal
+import socket
+import time
+
+import numpy as np
+import pytest
+
+from bert_jax import pretrained
+from bert_jax import storage
+from launch.tpu import cli
+from tests import fake_tpu
+from tests import test_train
+
+STEPS = 10
+TINY = [f"--config.num_train_steps={STEPS}", "--config.phase2_start_step=0",
+        "--config.model.preset=tiny", "--config.model.dtype=float32",
+        "--config.model.scan_layers=false",
+        "--config.train_batch_size=16", "--config.eval_batch_size=16",
+        "--config.phase2_train_batch_size=16",
+        "--config.max_seq_length=32", "--config.max_predictions_per_seq=5",
+        "--config.num_warmup_steps=2", "--config.log_every_steps=1",
+        "--config.save_checkpoints_steps=2", "--config.num_eval_steps=1",
+        f"--config.data.vocab_file={test_train.VOCAB}",
+        "--heartbeat_timeout_seconds=15"]
+
+
+def _free_port():
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+class Pod:
+  """The fake gcloud on PATH, its hosts, and the launcher's flags."""
+
+  def __init__(self, tmp_path, monkeypatch, gcs, data_url):
+    self.hosts = tmp_path / "hosts"
+    self.hosts.mkdir()
+    bin_dir = str(tmp_path / "bin")
+    fake_tpu.install(bin_dir)
+    self.state = tmp_path / "state"
+    self.state.write_text("READY")
+    image = tmp_path / "image.json"
+    image.write_text(json.dumps({
+        "coordinator": f"127.0.0.1:{_free_port()}", "commit": "abc123",
+        "env": gcs.env}))
+    for k, v in {"PATH": f"{bin_dir}:{os.environ['PATH']}",
+                 "FAKE_GCLOUD_LOG": str(tmp_path / "calls.jsonl"),
+                 "FAKE_GCLOUD_STATE": str(self.state),
+                 "FAKE_TPU_HOSTS": str(self.hosts),
+                 "FAKE_TPU_IMAGE": str(image), **gcs.env}.items():
+      monkeypatch.setenv(k, v)
+    monkeypatch.delenv("FAKE_GCS", raising=False)
+    self.bucket = f"gs://{gcs.bucket}"
+    self.data_url = data_url
+
+  def flags(self, workdir):
+    return ["--name=bert-pod", "--zone=europe-west4-a",
+            "--recipe=base-v3-32", f"--bucket={self.bucket}",
+            "--repo=https://example.com/bert_jax.git", "--commit=abc123",
+            f"--workdir={workdir}", f"--data-dir={self.data_url}",
+            "--log-sync-seconds=1", "--poll-seconds=0"]
+
+  def launch(self, sub, workdir, *train_flags):
+    argv = [sub, *self.flags(workdir), "--", *TINY, *train_flags]
+    assert cli.main(argv) == 0
+
+  def names(self):
+    return sorted(os.listdir(self.hosts))
+
+  def read(self, host, name):
+    try:
+      with open(self.hosts / host / "bert_jax_logs" / name) as f:
+        return f.read()
+    except FileNotFoundError:
+      return ""
+
+  def wait(self, predicate, what, timeout):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+      if time.monotonic() > deadline:
+        logs = {h: self.read(h, "train.log")[-2000:] for h in self.names()}
+        raise AssertionError(f"timed out waiting for {what}: {logs}")
+      time.sleep(0.2)
+
+  def exited(self):
+    return all(self.read(h, "train.rc") for h in self.names())
+
+  def kill(self, hosts=None):
+    for h in hosts or self.names():
+      pid = self.read(h, "train.pid")
+      if pid and not self.read(h, "train.rc"):
+        try:
+          os.kill(int(pid), signal.SIGKILL)
+        except ProcessLookupError:
+          pass
+
+
+def _committed(workdir):
+  fs = storage.filesystem()
+  fs.invalidate_cache()
+  return sorted(int(p.split("/")[-2]) for p in fs.glob(
+      f"{workdir}/checkpoints/*/commit_success.txt")
+                if p.split("/")[-2].isdigit())
+
+
+def _weights(workdir, local):
+  path = storage.cached_copy(f"{workdir}/export/bert_jax", local)
+  return pretrained._flatten(pretrained.load_bert_jax(path)[1])  # pylint: disable=protected-access
+
+
+@pytest.fixture
+def pod(gcs, data_dir, tmp_path, monkeypatch):
+  data_url = f"gs://{gcs.bucket}/rehearsal/data_32"
+  if not storage.exists(f"{data_url}/manifest.json"):
+    storage.upload_tree(data_dir, data_url)
+  p = Pod(tmp_path, monkeypatch, gcs, data_url)
+  try:
+    yield p
+  finally:
+    p.kill()  # never leave a detached trainer behind
+
+
+@pytest.mark.slow
+def test_v3_32_preempted_and_resumed_equals_uninterrupted(pod, tmp_path):
+  killed = f"{pod.bucket}/rehearsal/killed"
+  pod.launch("create", killed)
+  assert pod.names() == [f"worker-{i}" for i in range(4)]
+  pod.launch("setup", killed)
+  pod.launch("run", killed)
+  pod.wait(lambda: [s for s in _committed(killed) if 2 <= s < STEPS],
+           "a checkpoint", 600)
+  pod.kill()  # a preemption: every host at once, no clean-up
+  pod.wait(pod.exited, "the trainers to die", 60)
+  assert all(pod.read(h, "train.rc").strip() == "137" for h in pod.names())
+  assert not storage.exists(f"{killed}/results.json")
+  pod.state.write_text("PREEMPTED")
+  # resume: delete, create (fresh disks), setup, run.
+  pod.launch("resume", killed)
+  pod.wait(pod.exited, "the resumed run to finish", 600)
+  for h in pod.names():
+    assert pod.read(h, "train.rc").strip() == "0", pod.read(h, "train.log")
+  assert "resumed from the checkpoint at step" in pod.read("worker-0",
+                                                           "train.log")
+  results = json.loads(storage.read_text(f"{killed}/results.json"))
+  assert results["steps"] == STEPS and results["num_devices"] == 4
+
+  # The same job, uninterrupted, on the same (simulated) slice.
+  clean = f"{pod.bucket}/rehearsal/clean"
+  pod.launch("run", clean)
+  pod.wait(pod.exited, "the uninterrupted run", 600)
+  a = _weights(killed, str(tmp_path / "a"))
+  b = _weights(clean, str(tmp_path / "b"))
+  assert a.keys() == b.keys()
+  for k in a:
+    np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+  # Every host's log reached the bucket.
+  for h in pod.names():
+    assert "exit 0" in storage.read_text(
+        f"{pod.bucket}/logs/bert-pod/{h}.log")
+
+
+@pytest.mark.slow
+def test_one_worker_killed_the_others_stop_with_a_clear_error(pod):
+  workdir = f"{pod.bucket}/rehearsal/one_killed"
+  pod.launch("create", workdir)
+  pod.launch("run", workdir, "--config.num_train_steps=100000")
+  pod.wait(lambda: "step 2/" in pod.read("worker-0", "train.log"),
+           "training", 600)
+  pod.kill(["worker-2"])
+  t = time.monotonic()
+  # Bounded by the heartbeat timeout (15 s here) plus slack for this
+  # shared machine.
+  pod.wait(pod.exited, "the other hosts to stop", 120)
+  print(f"the other hosts stopped {time.monotonic() - t:.1f} s after")
+  for h in ("worker-0", "worker-1", "worker-3"):
+    assert pod.read(h, "train.rc").strip() not in ("", "0")
+    log = pod.read(h, "train.log")
+    assert (f"error: process {h[-1]} of 4 stopped: " in log
+            or "This most likely indicates that another task died" in log
+            ), log[-3000:]
+  # The hosts whose collective failed say so in one line (the coordinator
+  # may be stopped by JAX's coordination service first).
+  assert any("(a failed collective means another process died: see its "
+             "log)" in pod.read(h, "train.log")
+             for h in ("worker-0", "worker-1", "worker-3"))
