@@ -85,6 +85,9 @@ def _parser() -> argparse.ArgumentParser:
     "this checkout's HEAD; push it first).")
   a("--workdir", default="", help="bert_jax.main --workdir (default "
     "/gcs/runs/NAME).")
+  a("--config", default="", help="bert_jax.main --config instead of the "
+    "recipe's, e.g. configs/pretrain.py:size=base,objective=no_nsp (the "
+    "slice and mesh stay the recipe's).")
   a("--data-dir", default=f"{commands.MOUNT}/data_128",
     help="Phase 1 (seq 128) shards.")
   a("--phase2-data-dir", default=f"{commands.MOUNT}/data_512",
@@ -183,7 +186,7 @@ def _job(args, extra: Sequence[str]) -> commands.Job:
     raise LaunchError("--commit: not in a git checkout; give the commit")
   recipe = recipes.RECIPES[args.recipe]
   workdir = args.workdir or f"{commands.MOUNT}/runs/{args.name}"
-  flags = [*recipe.flags(), f"--workdir={workdir}",
+  flags = [*recipe.flags(args.config), f"--workdir={workdir}",
            f"--config.data.data_dir={args.data_dir}",
            f"--config.data.phase2_data_dir={args.phase2_data_dir}", *extra]
   return commands.Job(repo, commit, args.bucket, tuple(flags), args.python,
