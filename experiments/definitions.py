@@ -26,6 +26,7 @@ The paper's numbers are data (`paper_tables.json`), never test expectations.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import re
 from collections.abc import Mapping
 
@@ -105,8 +106,11 @@ class Table:
 
 
 def slug(text: str) -> str:
-  """A directory name for a job."""
-  return re.sub(r"[^A-Za-z0-9_.=,@-]", "_", text)
+  """A directory name for a job (a long one ends in a hash of the rest)."""
+  name = re.sub(r"[^A-Za-z0-9_.=,@-]", "_", text)
+  if len(name) > 120:
+    name = name[:100] + "-" + hashlib.sha1(text.encode()).hexdigest()[:12]
+  return name
 
 
 # -- data -------------------------------------------------------------------
