@@ -167,10 +167,11 @@ def markdown(table: defs.Table, cells: Sequence[CellResult],
     lines.append(f"| {row} | " + " | ".join(cell_text(c) for c in row_cells)
                  + " |")
   seeds = sorted({c.n for c in cells if c.n > 1})
-  lines += ["", f"Ours at {table.scale} scale: mean ± sample std over "
-            f"{'/'.join(map(str, seeds)) or 'no'} fine-tuning seeds at the "
-            "grid's best point on dev (a single number: one pre-training "
-            "run); in parentheses ours minus the paper's."]
+  over = (f"mean ± sample std over {'/'.join(map(str, seeds))} fine-tuning "
+          "seeds at the grid's best point on dev, " if seeds else "")
+  lines += ["", f"Ours at {table.scale} scale: {over}a number without std "
+            "is one run; in parentheses ours minus the paper's; '-': no "
+            "result (the reasons below)."]
   if table.note:
     lines.append(table.note)
   for row in table.rows:
@@ -275,7 +276,7 @@ def plot_table6(table: defs.Table, cells: Sequence[CellResult], root: str,
                              f"ours ({table.scale} scale)"),) if ours
                            else ())):
     pts.sort()
-    ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o")
+    ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", lw=0.8)
     for x, y, label in pts:
       ax.annotate(label, (x, y), fontsize=7, xytext=(3, 3),
                   textcoords="offset points")
