@@ -1,7 +1,7 @@
 """The PyTorch peer: Hugging Face BERT fine-tuned with the paper's recipe.
 
 Reads a `custom` TSV set (train.tsv, dev.tsv, labels.txt; see
-experiments/real_data.py), fine-tunes `BertForSequenceClassification` from a
+bench/real_data.py), fine-tunes `BertForSequenceClassification` from a
 Hugging Face checkpoint directory and writes results.json:
 
     python bench/finetune_peer_hf.py --model_dir=DIR --data_dir=SET \

