@@ -114,7 +114,7 @@ def init_checkpoint(root: str, p: defs.Pretrain, f: defs.Finetune) -> str:
 def data_dir(root: str, data_root: str, scale: str, f: defs.Finetune) -> str:
   if scale == "paper":
     return os.path.join(data_root, defs.DATA[f.data])
-  return os.path.join(root, "data", f.data)
+  return os.path.join(data_root or os.path.join(root, "data"), f.data)
 
 
 def _pretraining_data(root: str, data_root: str, scale: str,
