@@ -395,3 +395,26 @@ def test_cli_errors_are_one_line():
     assert res.returncode != 0
     assert res.stderr.strip().splitlines()[-1] == (
         "error: unknown table 'table9'; known: " + ", ".join(defs.TABLES))
+
+
+def test_a_failed_job_blocks_only_what_needs_it(tmp_path):
+  import io  # pylint: disable=g-import-not-at-top
+  d = str(tmp_path)
+  ok = os.path.join(d, "c", "meta.json")
+  graph = [
+      jobs.Job("data/a", "data", ["python", "-c", "import sys; sys.exit(3)"],
+               os.path.join(d, "a"), os.path.join(d, "a", "meta.json")),
+      jobs.Job("data/c", "data", ["python", "-c",
+                                  f"open({ok!r}, 'w').write('{{}}')"],
+               os.path.join(d, "c"), ok),
+      jobs.Job("pretrain/b", "pretrain", ["python", "-c", "pass"],
+               os.path.join(d, "b"), os.path.join(d, "b", "results.json"),
+               deps=("data/a",)),
+  ]
+  out = io.StringIO()
+  assert jobs.Runner(graph, "small", out=out).run() == 1
+  text = out.getvalue()
+  assert "data/a: FAILED (exit status 3)" in text
+  assert "skipped (a dependency failed): pretrain/b" in text
+  assert os.path.exists(ok) and "1 failed: data/a" in text
+  assert not os.path.exists(os.path.join(d, "a", jobs.LOCK))
