@@ -307,6 +307,7 @@ class Runner:
     self.minutes: dict[str, list[float]] = {k: [] for k in KINDS}
     self.failed: list[str] = []
     self._child: subprocess.Popen | None = None
+    self._stopping = 0
 
   def say(self, text: str) -> None:
     print(text, file=self.out, flush=True)
@@ -332,12 +333,15 @@ class Runner:
     return list(job.argv)
 
   def _forward_term(self, signum, frame):  # pylint: disable=unused-argument
-    # The trainer checkpoints on SIGTERM: pass it on, then stop.
+    # The trainer checkpoints on SIGTERM: pass it on; run_one's wait()
+    # returns when it has exited (waiting here, inside that wait(),
+    # would deadlock on Popen's lock), then the runner stops.
+    self._stopping = signum
     if self._child and self._child.poll() is None:
       self._child.send_signal(signal.SIGTERM)
-      self._child.wait()
-    raise SystemExit(f"runner: stopped by signal {signum}; run it again "
-                     "to continue")
+    else:
+      raise SystemExit(f"runner: stopped by signal {signum}; run it again "
+                       "to continue")
 
   def run_one(self, job: Job) -> bool:
     os.makedirs(job.workdir, exist_ok=True)
@@ -361,6 +365,9 @@ class Runner:
                                        stderr=subprocess.STDOUT, env=self.env)
         rc = self._child.wait()
       self._child = None
+      if self._stopping:
+        raise SystemExit(f"runner: stopped by signal {self._stopping}; "
+                         "the job saved its state; run it again to continue")
       if rc == 0 and self.launcher == "tpu" and job.kind == "pretrain":
         # Started detached on the slice: wait for its results.json.
         while not job.done():
