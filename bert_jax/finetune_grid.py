@@ -10,7 +10,9 @@ Each point runs in its own workdir (`DIR/lr=3e-05,bs=32,ep=3,seed=1`) and
 resumes there, so a killed grid continues where it stopped and finished
 points are never run again. The best point is the one with the highest mean
 dev metric over seeds (the paper picks on dev and restarts BERT-Large
-several times); `DIR/grid.json` holds every point's mean +- std.
+several times); `DIR/grid.json` holds every point's mean +- std, and under
+`runs` each seed's workdir and dev metrics (every `eval_*` number of its
+results.json), so other metrics of the chosen point need no second pass.
 """
 
 from __future__ import annotations
@@ -59,6 +61,7 @@ def run_grid(config, workdir: str, learning_rates: Sequence[float],
   from bert_jax import train  # pylint: disable=g-import-not-at-top
   metric = metric or headline_metric(config.task)
   runs: dict[tuple, list[float]] = {}
+  details: dict[tuple, list[dict[str, Any]]] = {}
   points = [(lr, b, e, s) for lr in learning_rates for b in batch_sizes
             for e in epochs for s in seeds]
   for i, (lr, batch, ep, seed) in enumerate(points):
@@ -82,10 +85,17 @@ def run_grid(config, workdir: str, learning_rates: Sequence[float],
       raise KeyError(f"{results_file} has no {metric!r}; it has "
                      f"{sorted(k for k in results if k.startswith('eval'))}")
     runs.setdefault((lr, batch, ep), []).append(results[metric])
+    details.setdefault((lr, batch, ep), []).append({
+        "seed": seed, "workdir": point_name(lr, batch, ep, seed),
+        "results": {k: v for k, v in results.items()
+                    if k.startswith("eval_") and isinstance(v, (int, float))}})
     print(f"grid point {i + 1}/{len(points)} ({state}): "
           f"{point_name(lr, batch, ep, seed)}  {metric} "
           f"{results[metric]:.4f}", flush=True)
   rows = summarize(runs)
+  for row in rows:
+    row["runs"] = details[(row["learning_rate"], row["train_batch_size"],
+                           row["num_train_epochs"])]
   grid = {"task": config.task, "metric": metric, "best": rows[0],
           "points": rows}
   with open(os.path.join(workdir, "grid.json"), "w") as f:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import re
 from typing import Any, NamedTuple
 
 import flax.linen as nn
@@ -132,10 +133,16 @@ class BertConfig:
 
   @classmethod
   def from_preset(cls, name: str, **overrides: Any) -> "BertConfig":
-    if name not in PRESETS:
-      raise ValueError(f"unknown BERT preset {name!r}; "
-                       f"known: {', '.join(sorted(PRESETS))}")
-    return cls(**{**PRESETS[name], **overrides})
+    """A named preset, or any `L<layers>_H<hidden>_A<heads>` size."""
+    size = PRESETS.get(name)
+    m = re.fullmatch(r"L([1-9]\d*)_H([1-9]\d*)_A([1-9]\d*)", name)
+    if size is None and m:
+      size = _size(*map(int, m.groups()))
+    if size is None:
+      raise ValueError(f"unknown BERT preset {name!r}; known: "
+                       f"{', '.join(sorted(PRESETS))}, or "
+                       "L<layers>_H<hidden>_A<heads>")
+    return cls(**{**size, **overrides})
 
   # The `bert_config.json` of Google's releases and Hugging Face's config.json
   # share these keys; `is_decoder` is Hugging Face's flag for causal attention

@@ -17,7 +17,8 @@ Formats:
   checkpoint of the BertForPreTraining parameters as a plain nested dict.
 - `workdir` (read only): a training run's directory: the bert_config.json
   and vocabulary the trainer writes at its start, and the params of the
-  newest readable Orbax checkpoint in `checkpoints/<step>/state`.
+  newest readable Orbax checkpoint in `checkpoints/<step>/state`; or one
+  step's checkpoint, named by its directory `WORKDIR/checkpoints/<step>`.
 
 Parameters travel as plain nested dicts of numpy arrays shaped like
 `nnx.to_pure_dict(nnx.state(BertForPreTraining(...), nnx.Param))`; load them
@@ -678,9 +679,22 @@ def load_bert_jax(src: str, seed: int = 0, *, task: str = "pretraining",
 
 # -- a training run's workdir -------------------------------------------------
 
-def _restore_newest_params(ckpt_dir: str, encoder_only: bool
+def workdir_step(path: str) -> tuple[str, int] | None:
+  """(workdir, step) when `path` is a training run's `checkpoints/<step>`."""
+  parent, step = os.path.split(os.path.normpath(path))
+  workdir, name = os.path.split(parent)
+  if (step.isdigit() and name == _WORKDIR_CHECKPOINTS
+      and os.path.isfile(os.path.join(workdir, _NATIVE_CONFIG))):
+    return workdir, int(step)
+  return None
+
+
+def _restore_newest_params(ckpt_dir: str, encoder_only: bool,
+                           only_step: int | None = None
                            ) -> tuple[int, Params]:
   """(step, params) of the newest checkpoint whose `state` item restores.
+
+  With `only_step`, that step's checkpoint or an error naming it.
 
   Only the params are read (an Orbax partial restore, as numpy on the
   host): neither the optimizer state nor its structure is needed.
@@ -694,8 +708,16 @@ def _restore_newest_params(ckpt_dir: str, encoder_only: bool
                                            **process),
       item_handlers={"state": ocp.PyTreeCheckpointHandler(**process)})
   errors = []
+  steps = sorted(manager.all_steps(), reverse=True)
+  if only_step is not None:
+    if only_step not in steps:
+      manager.close()
+      raise FileNotFoundError(
+          f"{ckpt_dir}: no checkpoint at step {only_step} (steps kept: "
+          f"{sorted(steps) or 'none'})")
+    steps = [only_step]
   try:
-    for step in sorted(manager.all_steps(), reverse=True):
+    for step in steps:
       try:
         metadata = manager.item_metadata(step)["state"]
         wanted = getattr(metadata, "tree", metadata)["params"]
@@ -717,6 +739,9 @@ def _restore_newest_params(ckpt_dir: str, encoder_only: bool
       return step, jax_to_numpy(restored["state"]["params"])
   finally:
     manager.close()
+  if only_step is not None:
+    raise ValueError(f"{ckpt_dir}: the checkpoint at step {only_step} does "
+                     f"not restore: {errors[0]}")
   if not errors:
     raise FileNotFoundError(f"{ckpt_dir}: no checkpoint yet (the training "
                             "run has not saved one)")
@@ -733,16 +758,21 @@ def load_workdir(src: str, seed: int = 0, *, task: str = "pretraining",
   the vocabulary at the start of a run, and Orbax checkpoints with a
   `state` item {'step', 'params', 'opt_state', 'bad'} under
   `src`/checkpoints/<step>/; the params of the newest step that restores
-  are returned (an older one if the newest is unreadable). Arguments as for
-  `import_hf`.
+  are returned (an older one if the newest is unreadable); `src` =
+  WORKDIR/checkpoints/<step> reads that step. Arguments as for `import_hf`.
   """
   _check_task(task)
+  at = workdir_step(src)
+  only_step = None
+  if at is not None:
+    src, only_step = at
   cfg = _native_config(src, "bert_jax training workdir", config_overrides)
   ckpt_dir = os.path.abspath(os.path.join(src, _WORKDIR_CHECKPOINTS))
   if not os.path.isdir(ckpt_dir):
     raise FileNotFoundError(f"{src}: a training workdir with no checkpoint "
                             f"yet ({ckpt_dir} does not exist)")
-  step, params = _restore_newest_params(ckpt_dir, task == "encoder")
+  step, params = _restore_newest_params(ckpt_dir, task == "encoder",
+                                        only_step)
   source = f"{src} (step {step})"
   params = check_params(cfg, params, source, "workdir")
   report = ImportReport(source, "workdir", [], [],
@@ -1062,6 +1092,8 @@ def detect_format(path: str) -> str:
   """'bert_jax', 'workdir', 'hf' or 'tf1', from what is on disk."""
   if not os.path.exists(path) and not os.path.exists(path + ".index"):
     raise FileNotFoundError(f"checkpoint not found: {path}")
+  if workdir_step(path) is not None:
+    return "workdir"
   if os.path.isdir(path):
     has = lambda name: os.path.exists(os.path.join(path, name))
     if os.path.isdir(os.path.join(path, _NATIVE_PARAMS)):
@@ -1088,6 +1120,9 @@ def detect_format(path: str) -> str:
 def find_vocab(path: str) -> str | None:
   """The vocab.txt (or SentencePiece model) beside a checkpoint, if any."""
   directory = path if os.path.isdir(path) else os.path.dirname(path)
+  at = workdir_step(path)
+  if at is not None:
+    directory = at[0]
   for name in ("vocab.txt", "spm.model", "sentencepiece.model"):
     candidate = os.path.join(directory, name)
     if os.path.exists(candidate):

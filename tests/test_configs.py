@@ -103,3 +103,70 @@ def test_every_variant_validates(name, tmp_path, monkeypatch):
   train.validate(c, str(tmp_path), train.make_mesh(c))
   # One global batch is a multiple of the 8 test devices' data axis.
   assert c.train_batch_size % jax.device_count() == 0
+
+
+# -- named arguments that compose ---------------------------------------------
+
+def _flat_of(arg: str) -> dict[str, object]:
+  flat = _flat(pretrain.get_config(arg))
+  flat.pop("variant")
+  return flat
+
+
+@pytest.mark.parametrize("name", pretrain.VARIANTS)
+def test_named_variant_is_its_arguments(name):
+  # The named variants keep their configs: each equals the composition
+  # of the arguments it stands for, and only that diff from base/demo.
+  args = {"demo": "recipe=demo", "base": "size=base", "large": "size=large",
+          "no_nsp": "objective=no_nsp", "ltr": "objective=ltr"}.get(name)
+  if args is None:
+    args = (f"size={name}" if name in pretrain.TABLE6
+            else f"masking={name}")
+  assert _flat_of(name) == _flat_of(args)
+  assert pretrain.get_config(name).variant == name
+
+
+def test_arguments_compose():
+  base, demo = _flat_of("base"), _flat_of("demo")
+  c = _flat_of("size=large,objective=no_nsp")
+  assert {k for k in base if base[k] != c[k]} == {"model.preset",
+                                                   "objective"}
+  assert (c["model.preset"], c["objective"]) == ("large", "mlm")
+  c = _flat_of("size=L6_H768_A12,masking=mask_80_0_20")
+  assert {k for k in base if base[k] != c[k]} == {"model.preset",
+                                                   "data.mask_ratios"}
+  assert c["data.mask_ratios"] == (0.8, 0.0, 0.2)
+  assert _flat_of("masking=80_0_20") == _flat_of("mask_80_0_20")
+  c = _flat_of("recipe=demo,size=L2_H64_A2,objective=ltr")
+  assert {k for k in demo if demo[k] != c[k]} == {"model.preset",
+                                                   "objective"}
+  m = pretraining.model_config(pretrain.get_config(
+      "recipe=demo,size=L2_H64_A2,objective=ltr"))
+  assert (m.num_layers, m.hidden_size, m.num_heads) == (2, 64, 2)
+  assert m.intermediate_size == 256 and m.attention == "causal"
+
+
+def test_config_presets_are_the_models():
+  from bert_jax import model  # pylint: disable=g-import-not-at-top
+  assert set(pretrain.PRESETS) == set(model.PRESETS)
+
+
+@pytest.mark.parametrize("arg, message", [
+    ("size=large,objectiv=no_nsp", "'objectiv=no_nsp'; expected KEY=VALUE"),
+    ("size=huge", "unknown model size 'huge'"),
+    ("size=L2_H130_A3", "3 heads do not divide hidden size 130"),
+    ("objective=nsp", "unknown pretrain objective 'nsp'"),
+    ("masking=mask_80_10_20", "bad masking 'mask_80_10_20'"),
+    ("recipe=fast", "unknown pretrain recipe 'fast'"),
+    ("size=base,size=large", "'size' given twice"),
+    ("size", "unknown pretrain variant 'size'"),
+])
+def test_bad_arguments_name_themselves(arg, message):
+  with pytest.raises(ValueError, match=re.escape(message)):
+    pretrain.get_config(arg)
+
+
+def test_composed_config_validates(tmp_path, monkeypatch):
+  monkeypatch.chdir(ROOT)
+  c = pretrain.get_config("recipe=demo,size=L2_H64_A2,masking=mask_0_0_100")
+  train.validate(c, str(tmp_path), train.make_mesh(c))

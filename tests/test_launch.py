@@ -180,6 +180,12 @@ def test_remote_scripts_parse_and_hold_the_recipe(capsys):
           "--config.data.phase2_data_dir=gs://my-bucket/data_512 "
           "--config.num_train_steps=10") in train
   assert "gs://my-bucket/logs/bert-base/$(hostname).log" in train
+  # --config replaces the recipe's (experiments run ablations this way).
+  run = _script(_first(capsys, "run", "--recipe=base-v3-32",
+                       "--config=configs/pretrain.py:objective=no_nsp"))
+  assert (" --config=configs/pretrain.py:objective=no_nsp "
+          "--config.mesh.ici_shape=-1,1,1 ") in run
+  assert "pretrain.py:base" not in run
 
 
 def _shellcheck(script, *args):

@@ -522,6 +522,17 @@ def test_pretraining_workdir_loads_as_a_pretrained_model(tmp_path):
              for x in pretrained._flatten(params).values())
   _, encoder, _ = pretrained.load_pretrained(workdir, task="encoder")
   _assert_same_params(encoder, want["bert"])
+  # One step's checkpoint, by its directory (Figure 5 fine-tunes several).
+  step_10 = os.path.join(workdir, "checkpoints", "10")
+  assert pretrained.detect_format(step_10) == "workdir"
+  assert pretrained.find_vocab(step_10) == os.path.join(workdir, "vocab.txt")
+  _, params, report = pretrained.load_pretrained(step_10)
+  assert "(step 10)" in report.source
+  _assert_same_params(params, pretrained.jax_to_numpy(states[10]["params"]))
+  # A named step that does not restore is an error, never an older step.
+  with pytest.raises(ValueError, match="checkpoint at step 30 does not "
+                     "restore"):
+    pretrained.load_pretrained(state_30[:-len("/state")])
 
 
 def test_workdir_without_a_checkpoint_is_a_clear_error(tmp_path):

@@ -86,6 +86,9 @@ def _parser() -> argparse.ArgumentParser:
     "this checkout's HEAD; push it first).")
   a("--workdir", default="", help="bert_jax.main --workdir (default "
     "gs://BUCKET/runs/NAME).")
+  a("--config", default="", help="bert_jax.main --config instead of the "
+    "recipe's, e.g. configs/pretrain.py:size=base,objective=no_nsp (the "
+    "slice and mesh stay the recipe's).")
   a("--data-dir", default="", help="Phase 1 (seq 128) shards (default "
     "gs://BUCKET/data_128).")
   a("--phase2-data-dir", default="", help="Phase 2 (seq 512) shards "
@@ -185,7 +188,7 @@ def _job(args, extra: Sequence[str]) -> commands.Job:
   recipe = recipes.RECIPES[args.recipe]
   bucket = args.bucket.rstrip("/")
   workdir = args.workdir or f"{bucket}/runs/{args.name}"
-  flags = [*recipe.flags(), f"--workdir={workdir}",
+  flags = [*recipe.flags(args.config), f"--workdir={workdir}",
            f"--config.data.data_dir={args.data_dir or bucket + '/data_128'}",
            "--config.data.phase2_data_dir="
            f"{args.phase2_data_dir or bucket + '/data_512'}", *extra]

@@ -22,9 +22,10 @@ class Recipe:
   grad_accum_steps: int  # --config.optimizer.grad_accum_steps
   note: str
 
-  def flags(self) -> list[str]:
-    """The bert_jax.main flags of the recipe (data and workdir aside)."""
-    return [f"--config={self.config}",
+  def flags(self, config: str = "") -> list[str]:
+    """The bert_jax.main flags of the recipe (data and workdir aside);
+    `config` replaces the recipe's --config (a variant of the same size)."""
+    return [f"--config={config or self.config}",
             f"--config.mesh.ici_shape={self.ici_shape}",
             f"--config.optimizer.grad_accum_steps={self.grad_accum_steps}"]
 
