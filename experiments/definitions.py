@@ -433,14 +433,3 @@ def get(name: str, scale: str) -> Table:
   return TABLES[name](Scale(scale))
 
 
-# Tasks other helpers are adding to configs/finetune.py (and its named
-# arguments bilstm=, features=); definitions that use them resolve once
-# they are merged.
-PENDING_TASKS = ("squad11", "squad20", "swag", "conll2003")
-PENDING_ARGS = ("bilstm", "features")
-
-
-def pending(f: Finetune) -> bool:
-  """Whether `f` needs a fine-tuning task or argument not merged yet."""
-  return any(re.search(rf"(^|[=,]){t}($|,)", f.task) for t in PENDING_TASKS
-             ) or any(f"{a}=" in f.task for a in PENDING_ARGS)

@@ -47,9 +47,9 @@ def _check_table_shape(table: defs.Table, paper: dict) -> None:
 
 @pytest.mark.parametrize("name, scale", ALL)
 def test_definitions_resolve_to_valid_configs(name, scale):
-  """Every pre-training config and every merged fine-tuning task resolves
+  """Every pre-training config and every fine-tuning task resolves
   with its overrides (an unknown key raises KeyError, a bad type
-  TypeError); the pending tasks are the xfail test below."""
+  TypeError)."""
   table = defs.get(name, scale)
   _check_table_shape(table, results.load_paper())
   assert table.rows
@@ -63,25 +63,10 @@ def test_definitions_resolve_to_valid_configs(name, scale):
           step <= c.num_train_steps)
     assert len(row.pretrain.keep_steps) <= c.keep_checkpoints
     for f in row.finetunes.values():
-      if not defs.pending(f):
-        _resolve_finetune(f)
+      _resolve_finetune(f)
   # The whole graph builds, for both launchers.
   for launcher in jobs.LAUNCHERS:
     assert jobs.build(table, "/gcs/experiments", launcher)
-
-
-@pytest.mark.xfail(strict=False, reason=(
-    "needs the fine-tuning tasks squad11, squad20, swag, conll2003 and the "
-    "named arguments bilstm=, features= of configs/finetune.py, being added "
-    "by other helpers; remove this mark once they are merged"))
-@pytest.mark.parametrize("name, scale", ALL)
-def test_pending_definitions_resolve(name, scale):
-  pending = [f for r in defs.get(name, scale).rows
-             for f in r.finetunes.values() if defs.pending(f)]
-  if not pending:
-    pytest.skip("no pending task in this table")
-  for f in pending:
-    _resolve_finetune(f)
 
 
 def test_job_graph_shares_models_and_orders_dependencies():

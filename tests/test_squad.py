@@ -517,3 +517,23 @@ def test_bad_squad_input_is_one_line(tmp_path):
   msg = error(task="squad11", train_file="train-v2.0.json",
               predict_file="dev-v2.0.json")
   assert "squad20" in msg and "train-v2.0.json: question" in msg
+
+
+def test_squad_with_bilstm_builds_the_bilstm_head():
+  """`task=squad11,bilstm=true` (Table 5) puts the BiLSTM under the span
+  layer: its output layer reads 2 x lstm_units features, not hidden_size."""
+  from flax import nnx  # pylint: disable=g-import-not-at-top
+  from bert_jax import model as model_lib  # pylint: disable=g-import-not-at-top
+  from bert_jax.tasks import squad  # pylint: disable=g-import-not-at-top
+  from configs import finetune as finetune_configs  # pylint: disable=g-import-not-at-top
+  c = finetune_configs.get_config("task=squad11,bilstm=true")
+  c.unlock()
+  c.lstm_units = 8
+  cfg = model_lib.BertConfig.from_preset(
+      "L1_H32_A2", vocab_size=64, vocab_pad_multiple=1)
+  task = squad.SquadTask(c)
+  model = task.build_model(cfg, nnx.Rngs(0))
+  assert model.lstm is not None
+  assert model.qa_outputs.kernel.shape == (16, 2)
+  plain = squad.SquadTask(finetune_configs.get_config("squad11"))
+  assert plain.build_model(cfg, nnx.Rngs(0)).lstm is None

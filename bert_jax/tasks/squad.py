@@ -750,7 +750,12 @@ class SquadTask(finetuning.FinetuneTask):
   # -- the model and objective -------------------------------------------
 
   def build_model(self, cfg, rngs):
-    return heads.BertForQuestionAnswering(cfg, rngs=rngs)
+    c = self.config
+    if not self.uses_bilstm:
+      return heads.BertForQuestionAnswering(cfg, rngs=rngs)
+    return heads.BertForQuestionAnswering(
+        cfg, bilstm=True, lstm_units=c.lstm_units, lstm_layers=c.lstm_layers,
+        rngs=rngs)
 
   def _logits(self, model, batch, rng):
     start, end = model(batch["input_ids"], batch["segment_ids"],
@@ -857,7 +862,11 @@ class SquadTask(finetuning.FinetuneTask):
         files["null_odds"] = write_json(
             os.path.join(workdir, "null_odds.json"), d.null_odds)
       out["predictions"] = files
-    if self.config.export:
+    if self.config.export and self.uses_bilstm:
+      out["export_skipped"] = ("BiLSTM head: no transformers architecture "
+                               "computes it; the Orbax checkpoint in the "
+                               "workdir is the model")
+    elif self.config.export:
       from bert_jax import pretrained  # pylint: disable=g-import-not-at-top
       params = self.host_params(params)
       if params is not None:
