@@ -63,6 +63,9 @@ def quiet_console(verbose: bool = False) -> None:
   # absl's logger carries bert_jax's warnings (and orbax's INFO lines);
   # every other library logs through the root logger.
   logging.set_verbosity(logging.WARNING)
+  # set_verbosity leaves absl's logger at NOTSET (it then inherits the
+  # root's level): give it its own, or the ERROR below hides its warnings.
+  logging.get_absl_logger().setLevel(std_logging.WARNING)
   std_logging.getLogger().setLevel(std_logging.ERROR)
 
 
