@@ -194,22 +194,8 @@ class ClassificationTask(finetuning.FinetuneTask):
             self.spec, split.name, [e.guid for e in split.examples], preds,
             os.path.join(workdir, "submission"))
     out["predictions"] = files
-    if self.config.export and self.uses_bilstm:
-      out["export_skipped"] = ("BiLSTM head: no transformers architecture "
-                               "computes it; the Orbax checkpoint in the "
-                               "workdir is the model")
-    elif self.config.export and self.model_config().attention == "causal":
-      # Nothing in transformers pools a causal BERT's last token.
-      out["export_skipped"] = ("causal (LTR) classifier: no transformers "
-                               "architecture computes it; the Orbax "
-                               "checkpoint in the workdir is the model")
-    elif self.config.export:
-      params = self.host_params(params)
-      if params is not None:
-        out["checkpoints"] = {"hf": pretrained.export_hf_classifier(
-            self.model_config().replace(dtype="float32"), params,
-            self.vocab_file,
-            os.path.join(workdir, "export", "hf"),
-            labels=None if self.regression else list(self.spec.labels))}
+    out.update(self.export_hf(
+        params, workdir, pretrained.export_hf_classifier,
+        labels=None if self.regression else list(self.spec.labels)))
     return out
 

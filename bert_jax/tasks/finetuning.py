@@ -234,6 +234,28 @@ class FinetuneTask(base.Task):
     out.update(self.write_outputs(params, workdir, run_eval))
     return out
 
+  def export_hf(self, params, workdir: str, export_fn, **kwargs
+                ) -> dict[str, Any]:
+    """The fine-tuned model for transformers (`export_fn`, one of
+    pretrained's export_hf_*), or why there is none: a BiLSTM head, or a
+    causal encoder (transformers' BERT heads attend both ways and pool
+    position 0), has no transformers architecture."""
+    if not self.config.export:
+      return {}
+    why = ("BiLSTM head" if self.uses_bilstm else
+           "causal (LTR) encoder" if self.model_config().attention == "causal"
+           else None)
+    if why:
+      return {"export_skipped": f"{why}: no transformers architecture "
+                                "computes it; the Orbax checkpoint in the "
+                                "workdir is the model"}
+    params = self.host_params(params)
+    if params is None:
+      return {}
+    return {"checkpoints": {"hf": export_fn(
+        self.model_config().replace(dtype="float32"), params,
+        self.vocab_file, os.path.join(workdir, "export", "hf"), **kwargs)}}
+
   @staticmethod
   def host_params(params) -> Mapping[str, Any] | None:
     """The whole parameter tree as numpy on process 0 (None elsewhere)."""

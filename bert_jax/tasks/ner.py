@@ -453,24 +453,9 @@ class NerTask(finetuning.FinetuneTask):
             os.path.join(workdir, "predictions", f"{split.name}.txt"),
             split.examples, self._last_eval[split.name])
     out["predictions"] = files
-    if not self.config.export:
-      return out
-    if self.uses_bilstm:
-      out["export_skipped"] = (
-          "BiLSTM head: no transformers architecture computes it; the Orbax "
-          "checkpoint in the workdir is the model")
-    elif self.model_config().attention == "causal":
-      out["export_skipped"] = (
-          "causal (LTR) encoder: transformers' BertForTokenClassification "
-          "attends both ways; the Orbax checkpoint in the workdir is the "
-          "model")
-    else:
-      params = self.host_params(params)
-      if params is not None:
-        out["checkpoints"] = {"hf": pretrained.export_hf_token_classifier(
-            self.model_config().replace(dtype="float32"), params,
-            self.vocab_file, os.path.join(workdir, "export", "hf"),
-            labels=list(self.labels))}
+    out.update(self.export_hf(params, workdir,
+                              pretrained.export_hf_token_classifier,
+                              labels=list(self.labels)))
     return out
 
 

@@ -862,15 +862,7 @@ class SquadTask(finetuning.FinetuneTask):
         files["null_odds"] = write_json(
             os.path.join(workdir, "null_odds.json"), d.null_odds)
       out["predictions"] = files
-    if self.config.export and self.uses_bilstm:
-      out["export_skipped"] = ("BiLSTM head: no transformers architecture "
-                               "computes it; the Orbax checkpoint in the "
-                               "workdir is the model")
-    elif self.config.export:
-      from bert_jax import pretrained  # pylint: disable=g-import-not-at-top
-      params = self.host_params(params)
-      if params is not None:
-        out["checkpoints"] = {"hf": pretrained.export_hf_question_answering(
-            self.model_config().replace(dtype="float32"), params,
-            self.vocab_file, os.path.join(workdir, "export", "hf"))}
+    from bert_jax import pretrained  # pylint: disable=g-import-not-at-top
+    out.update(self.export_hf(params, workdir,
+                              pretrained.export_hf_question_answering))
     return out

@@ -287,14 +287,6 @@ class SwagTask(finetuning.FinetuneTask):
               *(repr(float(x)) for x in row)]
              for e, p, row in zip(split.examples, preds, logits)))
     out["predictions"] = files
-    if self.config.export and self.model_config().attention == "causal":
-      out["export_skipped"] = ("causal (LTR) model: transformers' "
-                               "BertForMultipleChoice pools position 0; the "
-                               "Orbax checkpoint in the workdir is the model")
-    elif self.config.export:
-      params = self.host_params(params)
-      if params is not None:
-        out["checkpoints"] = {"hf": pretrained.export_hf_multiple_choice(
-            self.model_config().replace(dtype="float32"), params,
-            self.vocab_file, os.path.join(workdir, "export", "hf"))}
+    out.update(self.export_hf(params, workdir,
+                              pretrained.export_hf_multiple_choice))
     return out
