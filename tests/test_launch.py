@@ -277,6 +277,8 @@ def test_simulated_hosts_run_detached_stop_and_copy_logs(gcloud, tmp_path,
     assert cli.main(["run", *flags]) == 0
     _wait_for(lambda: all("step 7" in _read(logs(h) / "train.log")
                           for h in hosts), "the trainers to start")
+    # `run` returned only after every host's pid file was written.
+    assert all(_read(logs(h) / "train.pid").strip() for h in hosts)
     pids = {h: int(_read(logs(h) / "train.pid")) for h in hosts}
     assert len(set(pids.values())) == 4
     assert cli.main(["status", *flags]) == 0

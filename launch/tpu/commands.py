@@ -153,7 +153,7 @@ def run_script(job: Job, name: str) -> str:
       f'dest="{dest}"',
       f'echo "=== $(date -u +%FT%TZ) start {job.commit}" >> "{LOG}"',
       f'{train_command(job)} >> "{LOG}" 2>&1 & pid=$!',
-      f'echo "$pid" > "{PID}"',
+      f'echo "$pid" > "{PID}.tmp"; mv "{PID}.tmp" "{PID}"',
       f'(while sleep {int(job.log_sync_seconds)}; do gcloud storage cp -q '
       f'"{LOG}" "$dest" >/dev/null 2>&1 || true; done) & sync=$!',
       'wait "$pid"; rc=$?',
@@ -167,9 +167,12 @@ def run_script(job: Job, name: str) -> str:
       f'cd "{REPO_DIR}"',
       f'if [ -f "{PID}" ] && kill -0 "$(cat "{PID}")" 2>/dev/null; then '
       f'echo "$(hostname): already running (pid $(cat "{PID}"))"; exit 0; fi',
-      f'rm -f "{RC}"',
-      f"nohup setsid bash -c {shlex.quote(inner)} >/dev/null 2>&1 "
-      f'</dev/null & echo "$(hostname): started; log {LOG}"')
+      f'rm -f "{RC}" "{PID}"',
+      # Returns once the pid is on disk, so that a `status`, `stop` or second
+      # `run` right after this one sees the trainer.
+      f"nohup setsid bash -c {shlex.quote(inner)} >/dev/null 2>&1 </dev/null "
+      f'& for _ in $(seq 100); do [ -s "{PID}" ] && break; sleep 0.1; done',
+      f'echo "$(hostname): started; log {LOG}"')
 
 
 def stop_script() -> str:
