@@ -20,6 +20,15 @@
   stream at a time, sorts it by length, cuts it into K batches and shuffles
   their order: every example still comes once an epoch (up to the K-batch
   windows that straddle epochs), and batches pad far less.
+  With `pack=True` (sentence-level tasks), a batch's examples are instead
+  packed first-fit-decreasing into rows of one fixed length (the set's
+  longest example, rounded up): several short examples share a row, each
+  with its own positions (from 0) and `pack_ids` (1, 2, ... within a row; 0
+  is padding) from which the model builds a block-diagonal attention mask,
+  so no token attends across examples, and `cls_at` / `last_at` point at
+  each example's first and last token in the flattened [rows * length]
+  batch. The encoder computes the same function of each example as
+  unpacked; the rows processed per batch drop to about the real tokens.
 """
 
 from __future__ import annotations
@@ -86,6 +95,30 @@ def check_vocab(encoder: Encoder, tokenizer) -> None:
         f"table has {encoder.config.vocab_size} rows: another vocabulary")
 
 
+def pack_rows(lengths: np.ndarray, capacity: int
+              ) -> tuple[np.ndarray, np.ndarray, int]:
+  """First-fit decreasing: (row, offset) of each example, and the rows used.
+
+  Examples of length 0 (batch padding) are not placed (row and offset 0).
+  """
+  n = len(lengths)
+  row, offset = np.zeros(n, np.int64), np.zeros(n, np.int64)
+  free: list[int] = []  # room left in each row
+  for i in np.argsort(-lengths, kind="stable"):
+    size = int(lengths[i])
+    if size == 0:
+      continue
+    if size > capacity:
+      raise ValueError(f"an example of {size} tokens does not fit a packed "
+                       f"row of {capacity}")
+    r = next((r for r, room in enumerate(free) if room >= size), len(free))
+    if r == len(free):
+      free.append(capacity)
+    row[i], offset[i] = r, capacity - free[r]
+    free[r] -= size
+  return row, offset, len(free)
+
+
 def num_train_steps(num_examples: int, batch_size: int,
                     epochs: float) -> int:
   """TF1 run_classifier's int(len(train_examples) / batch * epochs)."""
@@ -100,6 +133,7 @@ class FeatureBatches(grain.MapDataset):
                num_epochs: float = 1.0, pad_to_multiple_of: int = 32,
                length_bucketing_window: int = 0,
                num_steps: int | None = None,
+               pack: bool = False, row_multiple: int = 1,
                process_index: int | None = None,
                process_count: int | None = None):
     super().__init__()
@@ -128,6 +162,21 @@ class FeatureBatches(grain.MapDataset):
     mask = self._features["input_mask"]
     self._lengths = mask.reshape(n, -1, mask.shape[-1]).sum(-1).max(-1)
     self.max_seq_length = mask.shape[-1]
+    self.process_count = process_count
+    self.pack = pack
+    if pack:
+      extra = [k for k in SEQUENCE_FEATURES if k in self._features
+               and k not in ("input_ids", "input_mask", "segment_ids")]
+      if extra or mask.ndim != 2:
+        raise ValueError("packing is for one sequence per example with "
+                         f"sentence-level labels; these features have more "
+                         f"({extra or 'a choices axis'})")
+      m = pad_to_multiple_of
+      self.pack_length = min(self.max_seq_length,
+                             -(-int(self._lengths.max()) // m) * m)
+      # Each host's rows split evenly over its devices; an even count on
+      # one device halves the shapes compiled.
+      self.row_multiple = max(row_multiple, 1)
     if train:
       self._len = (num_train_steps(n, global_batch_size, num_epochs)
                    if num_steps is None else num_steps)
@@ -198,6 +247,8 @@ class FeatureBatches(grain.MapDataset):
     lo = self.process_index * self.local_batch_size
     mine = idx[lo:lo + self.local_batch_size]
     take = np.where(mine >= 0, mine, 0)
+    if self.pack:
+      return self._packed(idx, mine)
     out = {}
     for k, v in self._features.items():
       x = v[take]
@@ -207,6 +258,46 @@ class FeatureBatches(grain.MapDataset):
         x = np.where((mine >= 0).reshape((-1,) + (1,) * (x.ndim - 1)), x,
                      np.zeros_like(x))
       out[k] = np.ascontiguousarray(x)
+    out["example_index"] = mine.astype(np.int32)
+    return out
+
+
+  def _packed(self, idx: np.ndarray, mine: np.ndarray) -> dict[str, Any]:
+    """This host's examples packed into rows (see the module docstring)."""
+    cap = self.pack_length
+    b = self.local_batch_size
+
+    def lengths_of(ex):
+      return np.where(ex >= 0, self._lengths[np.maximum(ex, 0)], 0)
+
+    # Every host packs every host's share, so all agree on the row count.
+    rows = max(pack_rows(lengths_of(idx[p * b:(p + 1) * b]), cap)[2]
+               for p in range(self.process_count))
+    rows = -(-rows // self.row_multiple) * self.row_multiple
+    lengths = lengths_of(mine)
+    row, offset, _ = pack_rows(lengths, cap)
+    out = {k: np.zeros((rows, cap), np.int32)
+           for k in ("input_ids", "input_mask", "segment_ids",
+                     "position_ids", "pack_ids")}
+    slot = np.zeros(rows, np.int32)
+    for i in np.nonzero(lengths)[0]:
+      r, o, n = row[i], offset[i], lengths[i]
+      slot[r] += 1
+      for k in ("input_ids", "input_mask", "segment_ids"):
+        out[k][r, o:o + n] = self._features[k][mine[i], :n]
+      out["position_ids"][r, o:o + n] = np.arange(n)
+      out["pack_ids"][r, o:o + n] = slot[r]
+    first = (self.process_index * rows + row) * cap + offset
+    out["cls_at"] = first.astype(np.int32)
+    out["last_at"] = (first + np.maximum(lengths - 1, 0)).astype(np.int32)
+    take = np.maximum(mine, 0)
+    for k, v in self._features.items():
+      if k not in SEQUENCE_FEATURES:
+        x = v[take]
+        if not self.train:
+          x = np.where((mine >= 0).reshape((-1,) + (1,) * (x.ndim - 1)), x,
+                       np.zeros_like(x))
+        out[k] = np.ascontiguousarray(x)
     out["example_index"] = mine.astype(np.int32)
     return out
 

@@ -273,9 +273,22 @@ class BertForSequenceClassification(nnx.Module):
                                   _head_width(config, self.lstm))
 
   def __call__(self, input_ids: Array, segment_ids: Array, input_mask: Array,
-               *, rng: Array | None = None) -> Array:
+               *, rng: Array | None = None,
+               packed: dict[str, Array] | None = None) -> Array:
+    """`packed`: packed rows (`position_ids`, `pack_ids`, and `pool_at`,
+    each example's summary position); the logits are then one per example.
+    """
     rng_bert, rng_drop = model_lib._split_key(rng, 2)
-    out = self.bert(input_ids, segment_ids, input_mask, rng=rng_bert)
+    if packed is not None:
+      if self.lstm is not None:
+        raise ValueError("a BiLSTM head reads whole rows: it cannot read "
+                         "packed examples")
+      out = self.bert(input_ids, segment_ids, input_mask, rng=rng_bert,
+                      position_ids_BxL=packed["position_ids"],
+                      pack_ids_BxL=packed["pack_ids"],
+                      pool_at_N=packed["pool_at"])
+    else:
+      out = self.bert(input_ids, segment_ids, input_mask, rng=rng_bert)
     if self.lstm is None:
       pooled = out.pooled_output
     else:

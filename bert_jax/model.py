@@ -368,8 +368,10 @@ class SelfAttention(nnx.Module):
         kernel_init=kernel_init(config, ("heads", "kv", "embed")),
         bias_init=_zeros(("embed",)), rngs=rngs)
 
-  def __call__(self, x_BxLxD: Array, mask_Bx1x1xL: Array, *,
+  def __call__(self, x_BxLxD: Array, mask_Bx1xTxL: Array, *,
                rng: Array | None = None) -> Array:
+    """`mask_Bx1xTxL`: which keys each query sees; T is 1 (the same keys
+    for every query: padding) or L (packed rows: per query)."""
     cfg = self.config
     q_BxLxNxH = self.query(x_BxLxD)
     k_BxLxNxH = self.key(x_BxLxD)
@@ -377,11 +379,11 @@ class SelfAttention(nnx.Module):
     causal = cfg.attention == "causal"
     if rng is not None and cfg.attention_dropout_prob > 0:
       out_BxLxNxH = _attention_with_dropout(
-          q_BxLxNxH, k_BxLxNxH, v_BxLxNxH, mask_Bx1x1xL, causal,
+          q_BxLxNxH, k_BxLxNxH, v_BxLxNxH, mask_Bx1xTxL, causal,
           cfg.attention_dropout_prob, rng)
     else:
       out_BxLxNxH = jax.nn.dot_product_attention(
-          q_BxLxNxH, k_BxLxNxH, v_BxLxNxH, mask=mask_Bx1x1xL,
+          q_BxLxNxH, k_BxLxNxH, v_BxLxNxH, mask=mask_Bx1xTxL,
           is_causal=causal, implementation=cfg.attention_impl)
     out_BxLxNxH = constrain(
         out_BxLxNxH,
@@ -389,14 +391,14 @@ class SelfAttention(nnx.Module):
     return self.output(out_BxLxNxH)
 
 
-def _attention_with_dropout(q: Array, k: Array, v: Array, mask_Bx1x1xL: Array,
+def _attention_with_dropout(q: Array, k: Array, v: Array, mask_Bx1xTxL: Array,
                             causal: bool, rate: float, rng: Array) -> Array:
   """Scaled dot-product attention with dropout on the probabilities."""
   seq_len = q.shape[1]
   logits_BxNxLxL = jnp.einsum("BTNH,BSNH->BNTS", q, k,
                               preferred_element_type=jnp.float32)
   logits_BxNxLxL *= q.shape[-1] ** -0.5
-  mask = mask_Bx1x1xL
+  mask = mask_Bx1xTxL
   if causal:
     mask = mask & jnp.tril(jnp.ones((seq_len, seq_len), bool))[None, None]
   logits_BxNxLxL = jnp.where(mask, logits_BxNxLxL,
@@ -419,11 +421,11 @@ class EncoderLayer(nnx.Module):
                         ("mlp", "embed"), rngs)
     self.output_layer_norm = layer_norm(config, rngs)
 
-  def __call__(self, x_BxLxD: Array, mask_Bx1x1xL: Array, *,
+  def __call__(self, x_BxLxD: Array, mask_Bx1xTxL: Array, *,
                rng: Array | None = None) -> Array:
     cfg = self.config
     rng_attn, rng_attn_out, rng_out = _split_key(rng, 3)
-    attn = self.attention(x_BxLxD, mask_Bx1x1xL, rng=rng_attn)
+    attn = self.attention(x_BxLxD, mask_Bx1xTxL, rng=rng_attn)
     attn = dropout(attn, cfg.hidden_dropout_prob, rng_attn_out)
     x_BxLxD = self.attention_layer_norm(attn + x_BxLxD)
     h_BxLxF = activation(cfg.hidden_act)(self.intermediate(x_BxLxD))
@@ -457,7 +459,7 @@ class Encoder(nnx.Module):
 
     self.layers = make_layers(rngs)
 
-  def __call__(self, x_BxLxD: Array, mask_Bx1x1xL: Array, *,
+  def __call__(self, x_BxLxD: Array, mask_Bx1xTxL: Array, *,
                rng: Array | None = None,
                output_hidden_states: bool = False) -> tuple[Array, Array | None]:
     """Returns the last layer and, if asked, every layer's output [NL,B,L,D]."""
@@ -468,7 +470,7 @@ class Encoder(nnx.Module):
 
     def body(x, layer_params, key):
       layer = nnx.merge(graphdef, layer_params)
-      y = layer(x, mask_Bx1x1xL, rng=key)
+      y = layer(x, mask_Bx1xTxL, rng=key)
       return y, (y if output_hidden_states else None)
 
     if cfg.remat_policy != "none":
@@ -516,7 +518,15 @@ class BertModel(nnx.Module):
   def __call__(self, input_ids_BxL: Array, segment_ids_BxL: Array | None = None,
                input_mask_BxL: Array | None = None, *,
                position_ids_BxL: Array | None = None, rng: Array | None = None,
-               output_hidden_states: bool = False) -> BertOutput:
+               output_hidden_states: bool = False,
+               pack_ids_BxL: Array | None = None,
+               pool_at_N: Array | None = None) -> BertOutput:
+    """Packed rows (see `finetune.FeatureBatches`): `pack_ids_BxL` numbers
+    the examples of each row (0: padding), so that a token attends only to
+    its own example's, with `position_ids_BxL` restarting at each; the
+    pooler then reads the positions `pool_at_N` of the flattened [B * L]
+    sequence output (one per example), and pooled_output is [N, D].
+    """
     cfg = self.config
     if input_ids_BxL.shape[-1] > cfg.max_position_embeddings:
       raise ValueError(
@@ -531,11 +541,17 @@ class BertModel(nnx.Module):
                               position_ids_BxL, rng=rng_emb)
     x_BxLxD = constrain(
         x_BxLxD, ("activation_batch", "activation_length", "activation_embed"))
-    mask_Bx1x1xL = input_mask_BxL.astype(bool)[:, None, None, :]
+    if pack_ids_BxL is None:
+      mask = input_mask_BxL.astype(bool)[:, None, None, :]
+    else:  # [B, 1, L, L]: block-diagonal, one block per example
+      mask = ((pack_ids_BxL[:, :, None] == pack_ids_BxL[:, None, :])
+              & (pack_ids_BxL[:, None, :] > 0))[:, None]
     seq_BxLxD, hidden = self.encoder(
-        x_BxLxD, mask_Bx1x1xL, rng=rng_enc,
+        x_BxLxD, mask, rng=rng_enc,
         output_hidden_states=output_hidden_states)
-    if cfg.attention == "causal":
+    if pool_at_N is not None:
+      summary_BxD = seq_BxLxD.reshape(-1, seq_BxLxD.shape[-1])[pool_at_N]
+    elif cfg.attention == "causal":
       # Under causal attention [CLS] sees only itself; the last real token
       # (the final [SEP]) is the one that has read the whole input.
       last_B = jnp.maximum(jnp.sum(input_mask_BxL, axis=-1) - 1, 0)

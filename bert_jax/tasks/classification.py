@@ -109,9 +109,32 @@ class ClassificationTask(finetuning.FinetuneTask):
         cfg, self.num_labels, bilstm=True, lstm_units=c.lstm_units,
         lstm_layers=c.lstm_layers, rngs=rngs)
 
+  @property
+  def packs(self) -> bool:
+    """Examples packed into shared rows (`config.pack_sequences`)."""
+    return bool(self.config.get("pack_sequences", False)) and (
+        not self.uses_bilstm)
+
+  def batch_options(self, batch_sharding):
+    if not self.packs:
+      return {}
+    # Each host's rows must split evenly over its devices on the batch axis.
+    axes = batch_sharding.spec[0] if batch_sharding.spec else None
+    axes = () if axes is None else (
+        axes if isinstance(axes, tuple) else (axes,))
+    shards = int(np.prod([batch_sharding.mesh.shape[a] for a in axes]))
+    local = max(shards // jax.process_count(), 1)
+    return {"pack": True, "row_multiple": local if local > 1 else 2}
+
   def _logits(self, model, batch, rng):
+    packed = None
+    if "pack_ids" in batch:
+      causal = self.model_config().attention == "causal"
+      packed = {"position_ids": batch["position_ids"],
+                "pack_ids": batch["pack_ids"],
+                "pool_at": batch["last_at" if causal else "cls_at"]}
     return model(batch["input_ids"], batch["segment_ids"],
-                 batch["input_mask"], rng=rng)
+                 batch["input_mask"], rng=rng, packed=packed)
 
   def _per_example_loss(self, logits, labels):
     """Squared error (regression) or cross-entropy, one value per row."""
@@ -133,15 +156,18 @@ class ClassificationTask(finetuning.FinetuneTask):
     return jnp.sum(per_example) / n, sums
 
   def batch_spec(self, batch_size, seq_len=None):
+    """Packed batches: at most one row per example (every example long)."""
     seq_len = seq_len or self.config.max_seq_length
-    return {
-        "input_ids": ((batch_size, seq_len), jnp.int32),
-        "input_mask": ((batch_size, seq_len), jnp.int32),
-        "segment_ids": ((batch_size, seq_len), jnp.int32),
-        "labels": ((batch_size,),
-                   jnp.float32 if self.regression else jnp.int32),
-        "example_index": ((batch_size,), jnp.int32),
-    }
+    rows = ("input_ids", "input_mask", "segment_ids") + (
+        ("position_ids", "pack_ids") if self.packs else ())
+    spec = {k: ((batch_size, seq_len), jnp.int32) for k in rows}
+    if self.packs:
+      spec.update({k: ((batch_size,), jnp.int32)
+                   for k in ("cls_at", "last_at")})
+    spec["labels"] = ((batch_size,),
+                      jnp.float32 if self.regression else jnp.int32)
+    spec["example_index"] = ((batch_size,), jnp.int32)
+    return spec
 
   # -- evaluation --------------------------------------------------------
 

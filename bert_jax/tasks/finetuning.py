@@ -186,11 +186,16 @@ class FinetuneTask(base.Task):
         seed=c.seed, train=True, num_epochs=c.num_train_epochs,
         pad_to_multiple_of=c.pad_to_multiple_of,
         length_bucketing_window=c.length_bucketing_window,
-        num_steps=self.num_train_steps())
+        num_steps=self.num_train_steps(), **self.batch_options(batch_sharding))
     self._batch_sharding = batch_sharding
     return base.TrainData(finetune.iterator(ds, batch_sharding),
                           lambda step: (c.train_batch_size,
                                         c.max_seq_length, 0))
+
+  def batch_options(self, batch_sharding) -> dict[str, Any]:
+    """Extra `FeatureBatches` arguments (packing, for tasks that pack)."""
+    del batch_sharding
+    return {}
 
   def split_outputs(self, run_eval, split: Split,
                     keys: Sequence[str] = ("logits",)
@@ -199,7 +204,8 @@ class FinetuneTask(base.Task):
     c = self.config
     ds = finetune.FeatureBatches(
         split.features, global_batch_size=c.eval_batch_size, seed=c.seed,
-        train=False, pad_to_multiple_of=c.pad_to_multiple_of)
+        train=False, pad_to_multiple_of=c.pad_to_multiple_of,
+        **self.batch_options(self._batch_sharding))
     it = finetune.iterator(ds, self._batch_sharding)
     try:
       outputs = run_eval(iter(it))
