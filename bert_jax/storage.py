@@ -196,15 +196,15 @@ def cached_copy(url: str, cache_dir: str | None = None,
   return local
 
 
-def local_path(path: str) -> str:
+def local_path(path: str, with_directory: bool = True) -> str:
   """Where to read the input `path`: itself, or a verified local copy.
 
   A gs:// directory is `cached_copy`'d (a training workdir without its
   TensorBoard logs, exports and all but its newest committed checkpoint:
   what `pretrained.load_workdir` reads). A gs:// file, or a TF1
   checkpoint prefix (`URL.index` exists), comes with its whole directory,
-  where its config and vocabulary live. A URL with nothing there is a
-  FileNotFoundError naming it.
+  where its config and vocabulary live (`with_directory=False`: the file
+  alone). A URL with nothing there is a FileNotFoundError naming it.
   """
   if not is_remote(path):
     return path
@@ -214,7 +214,8 @@ def local_path(path: str) -> str:
     return cached_copy(url, skip=_workdir_skip(fs, url))
   if fs.isfile(url) or fs.exists(url + ".index"):
     parent, name = url.rsplit("/", 1)
-    return os.path.join(cached_copy(parent), name)
+    skip = None if with_directory else (lambda rel: rel != name)
+    return os.path.join(cached_copy(parent, skip=skip), name)
   raise FileNotFoundError(f"{url}: no such file or directory")
 
 
@@ -241,6 +242,39 @@ def _workdir_skip(fs, url: str) -> Callable[[str], bool] | None:
 
 def _identity(info: dict[str, Any]) -> str:
   return f"{info.get('size')}:{info.get('generation')}:{info.get('crc32c')}"
+
+
+class Output:
+  """A local path to write `path` at; `publish` puts it there.
+
+  For a gs:// `path` (a file, a directory, or a TF1 checkpoint prefix) the
+  local path lies in a `Staging` directory for the URL's parent, and
+  `publish` uploads everything written beside it (a prefix's files, a
+  vocabulary). Refuses to replace what exists at a URL.
+  """
+
+  def __init__(self, path: str):
+    self.path = path
+    self._stage = None
+    self.local = path
+    if is_remote(path):
+      url = path.rstrip("/")
+      if exists(url) or exists(url + ".index"):
+        raise FileExistsError(f"{url} exists; refusing to overwrite")
+      parent, name = url.rsplit("/", 1)
+      self._stage = Staging(parent)
+      self.local = os.path.join(self._stage.local, name)
+
+  def publish(self) -> None:
+    if self._stage is not None:
+      self._stage.publish(None)
+
+  def __enter__(self) -> "Output":
+    return self
+
+  def __exit__(self, *exc) -> None:
+    if self._stage is not None:
+      self._stage.close()
 
 
 class Staging:
