@@ -9,7 +9,7 @@
 GELU unless `--approximate_gelu` (TF1's 'gelu' is the tanh form).
 
 Flags in, one `bert_jax.pretrained.convert` call out; the formats are
-described there.
+described there. SRC and DST may be gs:// URLs (`bert_jax.storage`).
 """
 
 from collections.abc import Sequence
@@ -19,6 +19,7 @@ from absl import flags
 
 from bert_jax import cli
 from bert_jax import pretrained
+from bert_jax import storage
 
 
 def main(argv: Sequence[str]) -> None:
@@ -30,9 +31,12 @@ def main(argv: Sequence[str]) -> None:
   src, dst = argv[1:]
   to = flags.FLAGS.to
   try:
-    report = pretrained.convert(
-        src, dst, flags.FLAGS["from"].value, to,
-        approximate_gelu=flags.FLAGS.approximate_gelu)
+    # gs:// in: a verified local copy; gs:// out: written locally, uploaded.
+    with storage.Output(dst) as out:
+      report = pretrained.convert(
+          storage.local_path(src), out.local, flags.FLAGS["from"].value, to,
+          approximate_gelu=flags.FLAGS.approximate_gelu)
+      out.publish()
   except (FileNotFoundError, FileExistsError, ValueError, ImportError) as e:
     # One clear message, no traceback: these are all about the input.
     raise SystemExit(f"convert: {e}") from e

@@ -30,6 +30,7 @@ from bert_jax import cli
 from bert_jax import masking
 from bert_jax import pretraining_data
 from bert_jax import sources
+from bert_jax import storage
 
 
 def parse_mask_ratios(spec: str) -> tuple[float, float, float]:
@@ -107,12 +108,18 @@ def _run_from_flags(f) -> dict[str, Any]:
       mask_ratios=parse_mask_ratios(f.mask_ratios),
       whole_word_mask=f.do_whole_word_mask,
       dynamic_masking=f.dynamic_masking)
-  return pretraining_data.create_pretraining_data(
-      f.input_file, f.output_dir, f.vocab_file, f.do_lower_case, opts=opts,
-      random_seed=f.random_seed, fmt=f.format, num_workers=f.num_workers,
-      num_shards=f.num_shards, eval_fraction=f.eval_fraction,
-      input_format=f.input_format, tfds_data_dir=f.tfds_data_dir,
-      group_sentences=f.group_sentences)
+  # A gs:// output directory is written locally and uploaded when whole;
+  # a gs:// vocabulary is read from a verified local copy.
+  with storage.Staging(f.output_dir) as stage:
+    m = pretraining_data.create_pretraining_data(
+        f.input_file, stage.local,
+        storage.local_path(f.vocab_file, with_directory=False),
+        f.do_lower_case, opts=opts,
+        random_seed=f.random_seed, fmt=f.format, num_workers=f.num_workers,
+        num_shards=f.num_shards, eval_fraction=f.eval_fraction,
+        input_format=f.input_format, tfds_data_dir=f.tfds_data_dir,
+        group_sentences=f.group_sentences)
+    return stage.publish(m)
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ from absl import logging
 
 from bert_jax import cli
 from bert_jax import sources
+from bert_jax import storage
 
 PAIR_SEPARATOR = " ||| "
 
@@ -152,21 +153,28 @@ def _read_lines(path: str, chunk: int = 4096) -> Iterator[list[str]]:
 
 def run(checkpoint: str, input_file: str, output_file: str,
         **kwargs) -> int:
-  """Writes output_file (via a temporary file); returns lines written."""
-  extractor = FeatureExtractor(checkpoint, **kwargs)
-  tmp = output_file + ".incomplete"
+  """Writes output_file (via a temporary file); returns lines written.
+
+  Each path may be a gs:// URL: the checkpoint and input are read from
+  verified local copies, the output is written locally and uploaded.
+  """
+  extractor = FeatureExtractor(storage.local_path(checkpoint), **kwargs)
+  input_file = storage.local_path(input_file, with_directory=False)
   count = 0
-  try:
-    with open(tmp, "w", encoding="utf-8") as out:
-      for lines in _read_lines(input_file):
-        for record in extractor.features(lines, first_index=count):
-          out.write(json.dumps(record) + "\n")
-        count += len(lines)
-        logging.info("extracted features for %d lines", count)
-    os.replace(tmp, output_file)
-  finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
+  with storage.Output(output_file) as target:
+    tmp = target.local + ".incomplete"
+    try:
+      with open(tmp, "w", encoding="utf-8") as out:
+        for lines in _read_lines(input_file):
+          for record in extractor.features(lines, first_index=count):
+            out.write(json.dumps(record) + "\n")
+          count += len(lines)
+          logging.info("extracted features for %d lines", count)
+      os.replace(tmp, target.local)
+    finally:
+      if os.path.exists(tmp):
+        os.remove(tmp)
+    target.publish()
   if extractor.num_truncated:
     logging.warning("%d of %d inputs were longer than max_seq_length=%d and "
                     "were truncated", extractor.num_truncated, count,

@@ -35,8 +35,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import tempfile
 import threading
+from collections.abc import Callable
 from typing import Any
 
 SCHEME = "gs://"
@@ -56,7 +58,13 @@ def configure() -> None:
   as it is then. (gcsfs reads its own variable when first imported.)
   """
   with _lock:
-    os.environ.setdefault("EPATH_USE_TF", "false")
+    if "EPATH_USE_TF" not in os.environ:
+      os.environ["EPATH_USE_TF"] = "false"
+      # epath caches whether to use TensorFlow at its first use of any
+      # path (a local one, say, earlier in this process): ask again.
+      gpath = sys.modules.get("etils.epath.gpath")
+      if gpath is not None and hasattr(gpath, "_is_tf_installed"):
+        gpath._is_tf_installed.cache_clear()  # pylint: disable=protected-access
     emulator = os.environ.get("STORAGE_EMULATOR_HOST", "")
     if emulator:
       if "://" not in emulator:
@@ -141,10 +149,11 @@ def cache_root() -> str:
       os.path.expanduser("~"), ".cache", "bert_jax")
 
 
-def cached_copy(url: str, cache_dir: str | None = None) -> str:
+def cached_copy(url: str, cache_dir: str | None = None,
+                skip: Callable[[str], bool] | None = None) -> str:
   """A local copy of the directory `url`, downloaded once; its path.
 
-  An object is fetched again only when its size or generation changed (a
+  `skip(relative_name)` leaves objects out of the copy. An object is fetched again only when its size or generation changed (a
   rewritten object has a new generation); local files the directory no
   longer holds are removed. Each file is written under a temporary name
   and renamed, so an interrupted download never leaves a file that looks
@@ -160,6 +169,8 @@ def cached_copy(url: str, cache_dir: str | None = None) -> str:
   prefix = url[len(SCHEME):] + "/"
   remote = {info["name"][len(prefix):]: _identity(info)
             for info in listing.values() if info["type"] == "file"}
+  if skip is not None:
+    remote = {rel: ident for rel, ident in remote.items() if not skip(rel)}
   index_path = os.path.join(local, _CACHE_INDEX)
   try:
     with open(index_path) as f:
@@ -185,8 +196,85 @@ def cached_copy(url: str, cache_dir: str | None = None) -> str:
   return local
 
 
+def local_path(path: str, with_directory: bool = True) -> str:
+  """Where to read the input `path`: itself, or a verified local copy.
+
+  A gs:// directory is `cached_copy`'d (a training workdir without its
+  TensorBoard logs, exports and all but its newest committed checkpoint:
+  what `pretrained.load_workdir` reads). A gs:// file, or a TF1
+  checkpoint prefix (`URL.index` exists), comes with its whole directory,
+  where its config and vocabulary live (`with_directory=False`: the file
+  alone). A URL with nothing there is a FileNotFoundError naming it.
+  """
+  if not is_remote(path):
+    return path
+  fs = filesystem()
+  url = path.rstrip("/")
+  if fs.isdir(url):
+    return cached_copy(url, skip=_workdir_skip(fs, url))
+  if fs.isfile(url) or fs.exists(url + ".index"):
+    parent, name = url.rsplit("/", 1)
+    skip = None if with_directory else (lambda rel: rel != name)
+    return os.path.join(cached_copy(parent, skip=skip), name)
+  raise FileNotFoundError(f"{url}: no such file or directory")
+
+
+def _workdir_skip(fs, url: str) -> Callable[[str], bool] | None:
+  """For a training workdir: what loading its newest checkpoint needs not."""
+  if not (fs.isfile(f"{url}/bert_config.json")
+          and fs.isdir(f"{url}/checkpoints")):
+    return None
+  steps = [p.split("/")[-2] for p in fs.glob(
+      f"{url}/checkpoints/*/commit_success.txt")]
+  steps = [int(s) for s in steps if s.isdigit()]
+  if not steps:
+    return None  # let the loader say what is wrong with the checkpoints
+  keep = f"checkpoints/{max(steps)}/"
+
+  def skip(rel: str) -> bool:
+    if rel.startswith(("tensorboard/", "export/")):
+      return True
+    parts = rel.split("/")
+    return (len(parts) > 2 and parts[0] == "checkpoints"
+            and parts[1].isdigit() and not rel.startswith(keep))
+  return skip
+
+
 def _identity(info: dict[str, Any]) -> str:
   return f"{info.get('size')}:{info.get('generation')}:{info.get('crc32c')}"
+
+
+class Output:
+  """A local path to write `path` at; `publish` puts it there.
+
+  For a gs:// `path` (a file, a directory, or a TF1 checkpoint prefix) the
+  local path lies in a `Staging` directory for the URL's parent, and
+  `publish` uploads everything written beside it (a prefix's files, a
+  vocabulary). Refuses to replace what exists at a URL.
+  """
+
+  def __init__(self, path: str):
+    self.path = path
+    self._stage = None
+    self.local = path
+    if is_remote(path):
+      url = path.rstrip("/")
+      if exists(url) or exists(url + ".index"):
+        raise FileExistsError(f"{url} exists; refusing to overwrite")
+      parent, name = url.rsplit("/", 1)
+      self._stage = Staging(parent)
+      self.local = os.path.join(self._stage.local, name)
+
+  def publish(self) -> None:
+    if self._stage is not None:
+      self._stage.publish(None)
+
+  def __enter__(self) -> "Output":
+    return self
+
+  def __exit__(self, *exc) -> None:
+    if self._stage is not None:
+      self._stage.close()
 
 
 class Staging:

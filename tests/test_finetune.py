@@ -393,3 +393,65 @@ def test_finetune_configs_compose():
     finetune_configs.get_config("task=mnli,size=large")
   with pytest.raises(AttributeError):
     finetune_configs.get_config("mrpc").nonexistent_key = 1
+
+
+def test_finetune_with_everything_on_gcs_equals_local(
+    gcs, pretrained_workdir, tmp_path, monkeypatch):
+  """workdir, init_checkpoint (a pre-training workdir) and data_dir as
+  gs:// URLs on the emulator: the run a local one makes, same seed."""
+  from bert_jax import storage  # pylint: disable=g-import-not-at-top
+  monkeypatch.setenv("BERT_JAX_CACHE_DIR", str(tmp_path / "cache"))
+  data = write_sst2(tmp_path / "SST-2", n_train=160)
+  init = os.path.dirname(os.path.dirname(pretrained_workdir))
+  bucket = f"gs://{gcs.bucket}/ft"
+  storage.upload_tree(data, f"{bucket}/SST-2")
+  storage.upload_tree(init, f"{bucket}/pretrain")
+  overrides = {"export": False, "log_every_steps": 5}
+  local = train.train_and_evaluate(
+      tiny_finetune_config(init, data, **overrides), str(tmp_path / "local"))
+  workdir = f"{bucket}/run"
+  # A subprocess, as a job runs (and tensorboardX's GCS writers upload
+  # again when collected at exit: here, while the emulator still runs).
+  c = tiny_finetune_config(init, data, **overrides)
+  flags = [f"--config.{k}={c[k]}" for k in (
+      "max_seq_length", "train_batch_size", "eval_batch_size",
+      "learning_rate", "num_train_epochs", "log_every_steps",
+      "save_checkpoints_steps", "export")] + [
+          "--config.model.hidden_dropout_prob=0.0",
+          "--config.model.attention_dropout_prob=0.0",
+          f"--config.init_checkpoint={bucket}/pretrain",
+          f"--config.data_dir={bucket}/SST-2"]
+  proc = subprocess.Popen(
+      [sys.executable, "-m", "bert_jax.main",
+       "--config=configs/finetune.py:sst2", f"--workdir={workdir}", *flags],
+      cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+      env=dict(os.environ, **gcs.env))
+  out, _ = proc.communicate(timeout=300)
+  assert proc.returncode == 0, out[-3000:]
+  storage.filesystem().invalidate_cache()
+  written = json.loads(storage.read_text(f"{workdir}/results.json"))
+  assert written["steps"] == local["steps"] == 30
+  assert written["eval_accuracy"] == local["eval_accuracy"]
+  assert written["eval_loss"] == local["eval_loss"]
+  assert written["init_checkpoint"] == f"{bucket}/pretrain"
+  assert f"{bucket}/pretrain (step " in written["init"]
+  assert written["predictions"]["dev"] == f"{workdir}/predictions/dev.tsv", (
+      written["predictions"])
+  assert (storage.read_text(written["predictions"]["dev"])
+          == open(local["predictions"]["dev"]).read())
+  # Only the newest checkpoint of the pre-training workdir was fetched.
+  cached = os.path.join(str(tmp_path / "cache"), "gcs", gcs.bucket, "ft",
+                        "pretrain")
+  assert len(os.listdir(os.path.join(cached, "checkpoints"))) == 1
+  assert not os.path.exists(os.path.join(cached, "tensorboard"))
+
+  # A URL with nothing there: one line naming it, before any step.
+  for key in ("data_dir", "init_checkpoint"):
+    urls = {"init_checkpoint": f"{bucket}/pretrain",
+            "data_dir": f"{bucket}/SST-2", key: f"{bucket}/missing"}
+    with pytest.raises(train.ConfigError) as e:
+      train.train_and_evaluate(
+          tiny_finetune_config(urls["init_checkpoint"], urls["data_dir"]),
+          f"{bucket}/bad")
+    msg = str(e.value)
+    assert f"config.{key}='{bucket}/missing'" in msg and "\n" not in msg

@@ -12,6 +12,7 @@ import sys
 import time
 
 import numpy as np
+import pytest
 
 from bert_jax import pretrained
 from bert_jax import storage
@@ -120,3 +121,46 @@ def test_pretraining_on_gcs_killed_and_resumed_equals_local(gcs, data_dir,
   assert a.keys() == b.keys()
   for k in a:
     np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
+def test_create_pretraining_data_and_extract_features_on_gcs(gcs, tmp_path,
+                                                             monkeypatch):
+  from bert_jax import extract_features  # pylint: disable=g-import-not-at-top
+  from tests import minilm  # pylint: disable=g-import-not-at-top
+  from tests import test_create_pretraining_data as cpd  # pylint: disable=g-import-not-at-top
+  monkeypatch.setenv("BERT_JAX_CACHE_DIR", str(tmp_path / "cache"))
+  base = f"gs://{gcs.bucket}/tools"
+  storage.copy_file(cpd.VOCAB, f"{base}/vocab/vocab.txt")
+  args = [f"--input_file={cpd.BOTCHAN}", "--dupe_factor=1",
+          "--max_seq_length=64", "--num_shards=2"]
+  r = cpd._cli(*args, f"--output_dir={tmp_path / 'local'}",  # pylint: disable=protected-access
+               f"--vocab_file={cpd.VOCAB}")
+  assert r.returncode == 0, r.stderr
+  r = subprocess.run(
+      [sys.executable, "-m", "bert_jax.create_pretraining_data", *args,
+       f"--output_dir={base}/data", f"--vocab_file={base}/vocab/vocab.txt"],
+      capture_output=True, text=True, cwd=cpd.ROOT, check=False,
+      env=dict(os.environ, **gcs.env))
+  assert r.returncode == 0, r.stderr
+  got = _read_local_tree(storage.cached_copy(f"{base}/data",
+                                             str(tmp_path / "data")))
+  got.pop(".bert_jax_cache.json")
+  want = _read_local_tree(str(tmp_path / "local"))
+  assert sorted(got) == sorted(want)
+  for name in want:
+    if name != "manifest.json":  # it records times
+      assert got[name] == want[name], name
+
+  storage.upload_tree(minilm.model_path(), f"{base}/minilm")
+  (tmp_path / "in.txt").write_text("\n".join(minilm.SENTENCES) + "\n")
+  storage.copy_file(str(tmp_path / "in.txt"), f"{base}/text/in.txt")
+  extract_features.run(minilm.model_path(), str(tmp_path / "in.txt"),
+                       str(tmp_path / "out.jsonl"), layers="-1")
+  extract_features.run(f"{base}/minilm", f"{base}/text/in.txt",
+                       f"{base}/out/out.jsonl", layers="-1")
+  storage.filesystem().invalidate_cache()
+  assert (storage.read_text(f"{base}/out/out.jsonl")
+          == (tmp_path / "out.jsonl").read_text())
+  with pytest.raises(FileNotFoundError, match=f"{base}/nothing"):
+    extract_features.run(f"{base}/nothing", f"{base}/text/in.txt",
+                         f"{base}/out/x.jsonl")

@@ -19,6 +19,7 @@ encoder came from and which head starts fresh. A subclass supplies:
 from __future__ import annotations
 
 import abc
+import copy
 import dataclasses
 import os
 from collections.abc import Mapping, Sequence
@@ -28,6 +29,7 @@ import jax
 import numpy as np
 
 from bert_jax import finetune
+from bert_jax import storage
 from bert_jax import tokenization
 from bert_jax.tasks import base
 
@@ -68,13 +70,22 @@ class FinetuneTask(base.Task):
     # split name -> what the reader skipped (counted, as the original does)
     self.skipped: dict[str, Any] = {}
     self._batch_sharding = None
+    # config key -> the gs:// URL it named (self.config then names a local
+    # copy); see `localize_inputs`.
+    self.urls: dict[str, str] = {}
+    self._localized = False
 
   # -- checks --------------------------------------------------------------
 
   def validate(self, check) -> None:
+    check(bool(self.config.data_dir), "config.data_dir is empty: point it "
+          f"at the {self.name} data")
+    try:
+      self.localize_inputs()
+    except FileNotFoundError as e:
+      check(False, str(e))
+    check = self._naming_urls(check)
     c = self.config
-    check(bool(c.data_dir), "config.data_dir is empty: point it at the "
-          f"{self.name} data")
     check(os.path.exists(c.data_dir) or c.data_dir.startswith("tfds:"),
           f"config.data_dir={c.data_dir!r} does not exist")
     self.validate_data(check)
@@ -102,11 +113,50 @@ class FinetuneTask(base.Task):
     """Task-specific checks of config.data_dir and the task's own keys."""
     del check
 
+  # -- gs:// inputs --------------------------------------------------------
+
+  def localize_inputs(self) -> None:
+    """gs:// inputs become verified local copies, once, for every task.
+
+    The readers (TSV, JSON, CoNLL files; every checkpoint format) read
+    local files: `config.data_dir`, `config.init_checkpoint` and
+    `config.vocab_file` given as gs:// URLs are downloaded to the cache
+    (`storage.local_path`) and this task's copy of the config names the
+    copies; `self.urls` keeps the URLs for messages and results.json.
+    Raises FileNotFoundError naming a URL with nothing there.
+    """
+    if self._localized:
+      return
+    remote = {k: self.config[k] for k in ("data_dir", "init_checkpoint",
+                                          "vocab_file")
+              if k in self.config and storage.is_remote(self.config[k])}
+    if remote:
+      config = copy.deepcopy(self.config)
+      for key, url in remote.items():
+        try:
+          config[key] = storage.local_path(url)
+        except FileNotFoundError as e:
+          raise FileNotFoundError(f"config.{key}={url!r} does not exist "
+                                  f"({e})") from e
+        self.urls[key] = url.rstrip("/")
+      self.config = config
+    self._localized = True
+
+  def to_urls(self, text: str) -> str:
+    """`text` with the local copies' paths replaced by their URLs."""
+    for key, url in self.urls.items():
+      text = text.replace(self.config[key], url)
+    return text
+
+  def _naming_urls(self, check):
+    return lambda ok, msg: check(ok, self.to_urls(msg))
+
   # -- the encoder ---------------------------------------------------------
 
   @property
   def encoder(self) -> finetune.Encoder:
     if self._encoder is None:
+      self.localize_inputs()
       self._encoder = finetune.load_encoder(self.config)
     return self._encoder
 
@@ -140,23 +190,25 @@ class FinetuneTask(base.Task):
       c = self.config
       report += (f"; BiLSTM ({c.lstm_layers} layer(s), {c.lstm_units} units "
                  "a direction) freshly initialised: flax's LSTM defaults")
-    return report
+    return self.to_urls(report)
 
   # -- data ----------------------------------------------------------------
 
   def prepare(self, workdir: str) -> None:
     del workdir
     try:
+      self.localize_inputs()
       tok = tokenization.create_tokenizer(self.vocab_file,
                                           self.config.do_lower_case)
       finetune.check_vocab(self.encoder, tok)
       self.read_data(tok)
     except (ValueError, FileNotFoundError, KeyError) as e:
       # Bad files are bad input: one line naming them, before any step.
-      raise base.ConfigError(str(e).strip('"')) from e
+      raise base.ConfigError(self.to_urls(str(e).strip('"'))) from e
     if self.train is None or not self.train.num_features:
-      raise base.ConfigError(f"{self.config.data_dir}: the train split of "
-                             f"{self.name} has no examples")
+      raise base.ConfigError(
+          f"{self.urls.get('data_dir', self.config.data_dir)}: the train "
+          f"split of {self.name} has no examples")
     if jax.process_index() == 0:
       sizes = ", ".join(f"{s.name} {len(s.examples)}"
                         for s in [self.train, *self.evals, *self.tests])
@@ -233,8 +285,10 @@ class FinetuneTask(base.Task):
     return {}
 
   def finish(self, params, workdir, run_eval):
-    out: dict[str, Any] = {"init_checkpoint": self.config.init_checkpoint,
-                           "init": self.init_report}
+    out: dict[str, Any] = {
+        "init_checkpoint": self.urls.get("init_checkpoint",
+                                         self.config.init_checkpoint),
+        "init": self.init_report}
     if self.skipped:
       out["skipped"] = self.skipped
     out.update(self.write_outputs(params, workdir, run_eval))
