@@ -25,6 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from bert_jax import storage
+
 # Each task's headline dev metric (the one the paper reports).
 HEADLINE = {"cola": "eval_matthews_corrcoef", "stsb": "eval_spearman",
             "mrpc": "eval_f1", "qqp": "eval_f1",
@@ -67,9 +69,8 @@ def run_grid(config, workdir: str, learning_rates: Sequence[float],
   for i, (lr, batch, ep, seed) in enumerate(points):
     point_dir = os.path.join(workdir, point_name(lr, batch, ep, seed))
     results_file = os.path.join(point_dir, "results.json")
-    if os.path.exists(results_file):
-      with open(results_file) as f:
-        results = json.load(f)
+    if storage.exists(results_file):
+      results = json.loads(storage.read_text(results_file))
       state = "done before"
     else:
       c = config.copy_and_resolve_references()
@@ -98,8 +99,8 @@ def run_grid(config, workdir: str, learning_rates: Sequence[float],
                            row["num_train_epochs"])]
   grid = {"task": config.task, "metric": metric, "best": rows[0],
           "points": rows}
-  with open(os.path.join(workdir, "grid.json"), "w") as f:
-    json.dump(grid, f, indent=2)
+  storage.write_text(os.path.join(workdir, "grid.json"),
+                     json.dumps(grid, indent=2))
   return grid
 
 

@@ -89,8 +89,12 @@ def abspath(path: str) -> str:
 
 
 def exists(path: str) -> bool:
+  """Whether `path` exists now (a URL is asked again, not from gcsfs's
+  listing cache: another process may have just written it)."""
   if is_remote(path):
-    return filesystem().exists(path)
+    fs = filesystem()
+    fs.invalidate_cache(path.rstrip("/"))
+    return fs.exists(path)
   return os.path.exists(path)
 
 

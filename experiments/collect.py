@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from absl import app
 from absl import flags
 
+from bert_jax import storage
 from experiments import definitions
 from experiments import results
 
@@ -24,7 +25,8 @@ _ROOT = flags.DEFINE_string("root", "workdir/experiments",
                             "The runner's --root.")
 _SCALE = flags.DEFINE_enum("scale", "small", definitions.SCALES,
                            "The scale the table ran at.")
-_OUT = flags.DEFINE_string("out_dir", "", "Default: ROOT/results.")
+_OUT = flags.DEFINE_string("out_dir", "", "A local directory. Default: "
+                           "ROOT/results; workdir/results for a gs:// ROOT.")
 
 
 def main(argv: Sequence[str]) -> None:
@@ -37,7 +39,12 @@ def main(argv: Sequence[str]) -> None:
     cells = results.collect(table, _ROOT.value)
   except ValueError as e:
     sys.exit(f"error: {e}")
-  out = _OUT.value or os.path.join(_ROOT.value, "results")
+  out = _OUT.value or (os.path.join("workdir", "results")
+                        if storage.is_remote(_ROOT.value)
+                        else os.path.join(_ROOT.value, "results"))
+  if storage.is_remote(out):
+    sys.exit(f"error: --out_dir={out}: results are written locally; pass a "
+             "local directory")
   os.makedirs(out, exist_ok=True)
   stem = os.path.join(out, f"{name}_{table.scale}")
   text = results.markdown(table, cells)

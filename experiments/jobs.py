@@ -25,6 +25,7 @@ import sys
 import time
 from collections.abc import Sequence
 
+from bert_jax import storage
 from experiments import definitions as defs
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -65,13 +66,12 @@ class Job:
   grid: defs.Grid | None = None
 
   def done(self) -> bool:
-    if not os.path.isfile(self.done_file):
+    if not storage.exists(self.done_file):
       return False
     if self.kind == "data":
       return True
     try:
-      with open(self.done_file) as f:
-        result = json.load(f)
+      result = json.loads(storage.read_text(self.done_file))
     except (OSError, json.JSONDecodeError):
       return False
     if self.kind == "pretrain":
@@ -177,10 +177,17 @@ def build(table: defs.Table, root: str, launcher: str = "local",
   if launcher not in LAUNCHERS:
     raise ValueError(f"unknown launcher {launcher!r}; known: "
                      f"{', '.join(LAUNCHERS)}")
-  root = os.path.abspath(root) if launcher == "local" else root
-  data_root = data_root or (os.path.join(root, "data")
-                            if table.scale == "small" else "/gcs")
   tpu = tpu or Tpu()
+  root = storage.abspath(root)
+  if launcher == "tpu":
+    data_root = data_root or f"{tpu.bucket.rstrip('/')}/data"
+    local = [f"{name}={path}" for name, path in
+             (("--root", root), ("--data_root", data_root))
+             if not storage.is_remote(path)]
+    if local:
+      raise ValueError(f"--launcher=tpu: {', '.join(local)} is not a gs:// "
+                       "URL; the slices' hosts read and write there")
+  data_root = data_root or os.path.join(root, "data")
   jobs: dict[str, Job] = {}
 
   def add(job: Job) -> str:
@@ -254,8 +261,8 @@ def setup_notes(table: defs.Table, launcher: str, tpu: Tpu | None) -> list[str]:
             f"--recipe=base-v3-8 --bucket={tpu.bucket}")
   return [
       "pre-training: each run on its own slice, created, set up and "
-      "started (or resumed) by launch.tpu resume; ROOT is the bucket's "
-      "gcsfuse mount, here and on the hosts",
+      "started (or resumed) by launch.tpu resume; the hosts and this "
+      "runner read and write ROOT and the data root as gs:// URLs",
       "fine-tuning: one v3-8 host, once: python -m launch.tpu create "
       f"{common} && python -m launch.tpu setup {common}",
       f"data: GLUE (download script layout), SQuAD, SWAG, CoNLL-2003 and "
@@ -274,10 +281,19 @@ def _alive(pid: int) -> bool:
   return True
 
 
+def state_dir(job: Job) -> str:
+  """Where the runner keeps a job's lock and log: its workdir, or for a
+  gs:// one a local directory standing for it (under storage.cache_root)."""
+  if not storage.is_remote(job.workdir):
+    return job.workdir
+  return os.path.join(storage.cache_root(), "experiments",
+                      job.workdir[len("gs://"):])
+
+
 def running_pid(job: Job) -> int | None:
   """The pid of a live process running `job` (another runner's), if any."""
   try:
-    with open(os.path.join(job.workdir, LOCK)) as f:
+    with open(os.path.join(state_dir(job), LOCK)) as f:
       pid = int(f.read().strip() or 0)
   except (OSError, ValueError):
     return None
@@ -344,17 +360,17 @@ class Runner:
                        "to continue")
 
   def run_one(self, job: Job) -> bool:
-    os.makedirs(job.workdir, exist_ok=True)
+    os.makedirs(state_dir(job), exist_ok=True)
     other = running_pid(job)
     if other:
       self.say(f"  {job.name}: running in process {other}; waiting for it")
       while running_pid(job):
         time.sleep(self.poll_seconds)
       return job.done()
-    lock = os.path.join(job.workdir, LOCK)
+    lock = os.path.join(state_dir(job), LOCK)
     with open(lock, "w") as f:
       f.write(str(os.getpid()))
-    log = os.path.join(job.workdir, LOG)
+    log = os.path.join(state_dir(job), LOG)
     t0 = time.time()
     try:
       with open(log, "a") as f:
@@ -402,7 +418,7 @@ class Runner:
                  f"{job.name}")
         continue
       self.say(f"[{self.progress()}] starting {job.name} (log: "
-               f"{os.path.join(job.workdir, LOG)})")
+               f"{os.path.join(state_dir(job), LOG)})")
       if not self.run_one(job):
         blocked.add(job.name)
         self.failed.append(job.name)

@@ -16,6 +16,7 @@ import os
 import re
 from collections.abc import Sequence
 
+from bert_jax import storage
 from experiments import definitions as defs
 from experiments import jobs
 
@@ -62,8 +63,7 @@ def load_paper(path: str = PAPER_TABLES) -> dict:
 
 def _read(path: str) -> dict | None:
   try:
-    with open(path) as f:
-      return json.load(f)
+    return json.loads(storage.read_text(path))
   except FileNotFoundError:
     return None
   except json.JSONDecodeError as e:

@@ -2,7 +2,7 @@
 
     python -m experiments.run table6 --scale=small --root=workdir/experiments
     python -m experiments.run table5 --scale=paper --launcher=tpu --dry-run \\
-        --root=/gcs/experiments --tpu_zone=europe-west4-a --tpu_bucket=gs://B
+        --root=gs://B/experiments --tpu_zone=europe-west4-a --tpu_bucket=gs://B
 
 TABLE is one of table1 ... table8, figure5 (experiments/definitions.py).
 Each job (data set, pre-training run, fine-tuning grid) runs in its own
@@ -15,8 +15,10 @@ workdir's log.txt. `--dry-run` prints every job's full command line.
 --launcher=local runs the jobs here, one at a time; --launcher=tpu starts
 each pre-training run on its own Cloud TPU slice (`python -m launch.tpu
 resume`, then waits for its results.json) and runs the fine-tuning grids on
-one v3-8 host over `gcloud ... ssh`; --root must then be the bucket's
-gcsfuse mount, the same path here and on the hosts (/gcs/...).
+one v3-8 host over `gcloud ... ssh`; --root and --data_root must then be
+gs:// URLs (default data root: the bucket's data/), which the hosts and
+this runner read and write directly; each job's lock and log stay on this
+machine, under ~/.cache/bert_jax/experiments/.
 """
 
 import sys
@@ -25,6 +27,7 @@ from collections.abc import Sequence
 from absl import app
 from absl import flags
 
+from bert_jax import storage
 from experiments import definitions
 from experiments import jobs as jobs_lib
 
@@ -37,8 +40,9 @@ _DRY_RUN = flags.DEFINE_boolean("dry_run", False,
 _ROOT = flags.DEFINE_string("root", "workdir/experiments",
                             "One workdir per job below it.")
 _DATA_ROOT = flags.DEFINE_string(
-    "data_root", "", "Paper scale: GLUE, SQuAD, ..., the corpus (default "
-    "/gcs); small: the stand-in sets (default ROOT/data).")
+    "data_root", "", "Paper scale: GLUE, SQuAD, ..., the corpus; small: the "
+    "stand-in sets. Default: ROOT/data; with --launcher=tpu, "
+    "TPU_BUCKET/data.")
 _ONLY = flags.DEFINE_list("only", [], "Only jobs of these kinds (data, "
                           "pretrain, finetune) and what they need.")
 _POLL = flags.DEFINE_float("poll_seconds", 60.0, "TPU: between checks for a "
@@ -47,7 +51,7 @@ _TPU_PREFIX = flags.DEFINE_string("tpu_prefix", "bert-exp",
                                   "TPU: pre-training slices' name prefix.")
 _TPU_ZONE = flags.DEFINE_string("tpu_zone", "europe-west4-a", "TPU: zone.")
 _TPU_BUCKET = flags.DEFINE_string("tpu_bucket", "gs://BUCKET",
-                                  "TPU: the bucket mounted at /gcs.")
+                                  "TPU: the bucket (logs, default data).")
 _TPU_PROJECT = flags.DEFINE_string("tpu_project", "", "TPU: gcloud project.")
 _TPU_FINETUNE = flags.DEFINE_string("tpu_finetune_name", "bert-exp-ft",
                                     "TPU: the v3-8 host for fine-tuning.")
@@ -73,7 +77,9 @@ def main(argv: Sequence[str]) -> None:
     for note in jobs_lib.setup_notes(table, _LAUNCHER.value, tpu):
       print(f"# {note}")
     for job in jobs:
-      state = "done" if job.done() else "todo"
+      # A dry run reads nothing remote (it must work offline).
+      state = ("not checked" if storage.is_remote(job.done_file)
+               else "done" if job.done() else "todo")
       print(f"# {job.name} [{job.kind}, {state}"
             + (f", after {', '.join(job.deps)}" if job.deps else "") + "]")
       print(job.command())

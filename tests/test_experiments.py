@@ -66,12 +66,12 @@ def test_definitions_resolve_to_valid_configs(name, scale):
       _resolve_finetune(f)
   # The whole graph builds, for both launchers.
   for launcher in jobs.LAUNCHERS:
-    assert jobs.build(table, "/gcs/experiments", launcher)
+    assert jobs.build(table, "gs://b/experiments", launcher)
 
 
 def test_job_graph_shares_models_and_orders_dependencies():
   table = defs.get("table5", "paper")
-  graph = jobs.build(table, "/gcs/experiments")
+  graph = jobs.build(table, "/exp")
   kinds = [j.kind for j in graph]
   # LTR & No NSP and + BiLSTM fine-tune one LTR model: 3 pre-trainings.
   assert kinds.count("pretrain") == 3 and kinds.count("finetune") == 20
@@ -103,7 +103,7 @@ def test_paper_dry_run_is_what_the_launcher_runs(capsys):
   with the row's config on the recipe's slice."""
   out = subprocess.run(
       [sys.executable, "-m", "experiments.run", "table5", "--scale=paper",
-       "--launcher=tpu", "--dry-run", "--root=/gcs/experiments",
+       "--launcher=tpu", "--dry-run", "--root=gs://b/experiments",
        "--tpu_bucket=gs://b"], cwd=ROOT, capture_output=True, text=True,
       check=True).stdout
   lines = [l for l in out.splitlines() if not l.startswith("#")]
@@ -120,7 +120,8 @@ def test_paper_dry_run_is_what_the_launcher_runs(capsys):
     printed = capsys.readouterr().out
     config = next(a for a in argv if a.startswith("--config="))
     assert f"bert_jax.main --jax_distributed {config} " in printed
-    assert "--config.data.input_file=/gcs/corpus/*" in printed
+    assert "--config.data.input_file=gs://b/data/corpus/*" in printed
+    assert "--workdir=gs://b/experiments/pretrain/" in printed
   grids = [l for l in lines if "finetune_grid" in l]
   assert len(grids) == 20 and all(l.startswith("gcloud compute tpus tpu-vm "
                                               "ssh bert-exp-ft ") for l in grids)
@@ -404,3 +405,41 @@ def test_a_failed_job_blocks_only_what_needs_it(tmp_path):
   assert "skipped (a dependency failed): pretrain/b" in text
   assert os.path.exists(ok) and "1 failed: data/a" in text
   assert not os.path.exists(os.path.join(d, "a", jobs.LOCK))
+
+
+def test_runner_with_a_gcs_root(gcs, tmp_path, monkeypatch):
+  """--launcher=tpu's layout on the emulator: the jobs' results on gs://
+  tell what is done; each job's lock and log stay on this machine."""
+  import io  # pylint: disable=g-import-not-at-top
+  from bert_jax import storage  # pylint: disable=g-import-not-at-top
+  monkeypatch.setenv("BERT_JAX_CACHE_DIR", str(tmp_path / "cache"))
+  root = f"gs://{gcs.bucket}/exp"
+  work = f"{root}/pretrain/x"
+  done_file = f"{work}/results.json"
+  write = (f"from bert_jax import storage; "
+           f"storage.write_text({done_file!r}, '{{\"steps\": 3}}')")
+  job = jobs.Job("pretrain/x", "pretrain", ["python", "-c", write], work,
+                 done_file)
+  assert not job.done()
+  out = io.StringIO()
+  runner = jobs.Runner([job], "small", out=out,
+                       env=dict(os.environ, **gcs.env))
+  assert runner.run() == 0, out.getvalue()
+  storage.filesystem().invalidate_cache()
+  assert job.done()
+  here = jobs.state_dir(job)
+  assert here == str(tmp_path / "cache" / "experiments" / gcs.bucket / "exp"
+                     / "pretrain" / "x")
+  assert job.command() in open(os.path.join(here, jobs.LOG)).read()
+  assert not os.path.exists(os.path.join(here, jobs.LOCK))
+  again = io.StringIO()
+  assert jobs.Runner([job], "small", out=again).run() == 0
+  assert "done before: pretrain/x" in again.getvalue()
+  # A TPU graph refuses local paths: the slices could not reach them.
+  table = defs.get("table6", "paper")
+  with pytest.raises(ValueError, match="--root=/tmp/x is not a gs:// URL"):
+    jobs.build(table, "/tmp/x", "tpu", tpu=jobs.Tpu(bucket="gs://b"))
+  graph = jobs.build(table, "gs://b/exp", "tpu", tpu=jobs.Tpu(bucket="gs://b"))
+  assert all(j.workdir.startswith("gs://b/exp/") for j in graph)
+  assert any("--config.data_dir=gs://b/data/glue_data/MNLI" in " ".join(
+      j.argv) for j in graph if j.kind == "finetune")
