@@ -32,6 +32,8 @@ from typing import IO, Any, NamedTuple
 
 from absl import logging
 
+from bert_jax import storage
+
 Document = list[str]
 
 
@@ -73,6 +75,9 @@ def expand_inputs(patterns: str, *, flag: str = "--input_file",
                   what: str = "file", tfds: bool = True) -> list[str]:
   """The files matching comma-separated globs: each pattern's, sorted.
 
+  A gs:// glob is matched in the bucket, and its files are read from local
+  copies (`storage.local_files`): the returned paths are local.
+
   Only files count (a directory a glob matches is not an input). A pattern
   matching no file, or no pattern at all, is a FileNotFoundError naming
   `flag` and the pattern; `what` names the kind of file in that message.
@@ -85,13 +90,17 @@ def expand_inputs(patterns: str, *, flag: str = "--input_file",
     if tfds and pattern.startswith("tfds:"):
       files.append(pattern)
       continue
-    matched = sorted(p for p in glob.glob(pattern) if os.path.isfile(p))
+    if storage.is_remote(pattern):
+      matched = storage.glob_files(pattern)
+    else:
+      matched = sorted(p for p in glob.glob(pattern) if os.path.isfile(p))
     if not matched:
       raise FileNotFoundError(f"{flag}: no {what} matches {pattern!r}")
     files.extend(matched)
   if not files:
     raise FileNotFoundError(f"{flag}: no input given")
-  return files
+  # gs:// inputs are read from verified local copies (downloaded once).
+  return storage.local_files(files)
 
 
 def detect_format(path: str) -> str:

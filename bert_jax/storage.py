@@ -200,6 +200,29 @@ def cached_copy(url: str, cache_dir: str | None = None,
   return local
 
 
+def glob_files(pattern: str) -> list[str]:
+  """The files (not directories) a gs:// glob matches, as URLs, sorted."""
+  fs = filesystem()
+  fs.invalidate_cache()
+  return sorted(SCHEME + p for p in fs.glob(pattern.rstrip("/"))
+                if fs.isfile(SCHEME + p))
+
+
+def local_files(paths: list[str]) -> list[str]:
+  """`paths` with each gs:// file replaced by a verified local copy (one
+  cached_copy per directory, holding just the files asked for there)."""
+  wanted: dict[str, set[str]] = {}
+  for p in paths:
+    if is_remote(p):
+      parent, name = p.rstrip("/").rsplit("/", 1)
+      wanted.setdefault(parent, set()).add(name)
+  local = {parent: cached_copy(parent, skip=lambda rel, n=names: rel not in n)
+           for parent, names in wanted.items()}
+  return [os.path.join(local[p.rstrip("/").rsplit("/", 1)[0]],
+                       p.rstrip("/").rsplit("/", 1)[1])
+          if is_remote(p) else p for p in paths]
+
+
 def local_path(path: str, with_directory: bool = True) -> str:
   """Where to read the input `path`: itself, or a verified local copy.
 

@@ -130,14 +130,25 @@ def test_create_pretraining_data_and_extract_features_on_gcs(gcs, tmp_path,
   from tests import test_create_pretraining_data as cpd  # pylint: disable=g-import-not-at-top
   monkeypatch.setenv("BERT_JAX_CACHE_DIR", str(tmp_path / "cache"))
   base = f"gs://{gcs.bucket}/tools"
+  from bert_jax import sources  # pylint: disable=g-import-not-at-top
   storage.copy_file(cpd.VOCAB, f"{base}/vocab/vocab.txt")
-  args = [f"--input_file={cpd.BOTCHAN}", "--dupe_factor=1",
-          "--max_seq_length=64", "--num_shards=2"]
-  r = cpd._cli(*args, f"--output_dir={tmp_path / 'local'}",  # pylint: disable=protected-access
+  # The corpus too, beside a file its glob does not match.
+  name = os.path.basename(cpd.BOTCHAN)
+  storage.copy_file(cpd.BOTCHAN, f"{base}/corpus/{name}")
+  storage.copy_file(cpd.VOCAB, f"{base}/corpus/notes.md")
+  (local_copy,) = sources.expand_inputs(f"{base}/corpus/*.gz")
+  assert not storage.is_remote(local_copy)
+  assert open(local_copy, "rb").read() == open(cpd.BOTCHAN, "rb").read()
+  with pytest.raises(FileNotFoundError, match=r"no file matches .*\*\.nope"):
+    sources.expand_inputs(f"{base}/corpus/*.nope")
+  args = ["--dupe_factor=1", "--max_seq_length=64", "--num_shards=2"]
+  r = cpd._cli(f"--input_file={cpd.BOTCHAN}", *args,  # pylint: disable=protected-access
+               f"--output_dir={tmp_path / 'local'}",
                f"--vocab_file={cpd.VOCAB}")
   assert r.returncode == 0, r.stderr
   r = subprocess.run(
-      [sys.executable, "-m", "bert_jax.create_pretraining_data", *args,
+      [sys.executable, "-m", "bert_jax.create_pretraining_data",
+       f"--input_file={base}/corpus/*.gz", *args,
        f"--output_dir={base}/data", f"--vocab_file={base}/vocab/vocab.txt"],
       capture_output=True, text=True, cwd=cpd.ROOT, check=False,
       env=dict(os.environ, **gcs.env))
@@ -164,3 +175,24 @@ def test_create_pretraining_data_and_extract_features_on_gcs(gcs, tmp_path,
   with pytest.raises(FileNotFoundError, match=f"{base}/nothing"):
     extract_features.run(f"{base}/nothing", f"{base}/text/in.txt",
                          f"{base}/out/x.jsonl")
+
+  # convert: a Hugging Face directory in the bucket to a bert_jax checkpoint
+  # in the bucket holds what a local conversion holds.
+  def convert(src, dst):
+    return subprocess.run(
+        [sys.executable, "-m", "bert_jax.convert", "--from=hf",
+         "--to=bert_jax", src, dst], capture_output=True, text=True,
+        cwd=cpd.ROOT, check=False, env=dict(os.environ, **gcs.env))
+  assert convert(minilm.model_path(), str(tmp_path / "conv")).returncode == 0
+  r = convert(f"{base}/minilm", f"{base}/conv")
+  assert r.returncode == 0, r.stderr
+  from bert_jax import pretrained  # pylint: disable=g-import-not-at-top
+  _, want_params, _ = pretrained.load_pretrained(str(tmp_path / "conv"),
+                                                 task="encoder")
+  _, got_params, _ = pretrained.load_pretrained(
+      storage.local_path(f"{base}/conv"), task="encoder")
+  import jax  # pylint: disable=g-import-not-at-top
+  for a, b in zip(jax.tree.leaves(want_params), jax.tree.leaves(got_params)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  r = convert(f"{base}/minilm", f"{base}/conv")  # exists: refused, kept
+  assert r.returncode != 0 and "exists" in r.stderr
