@@ -132,7 +132,7 @@ def train_order(n, batch_size, epochs, seed, lengths=None, window=0):
 
 
 def make_optimizer(model, learning_rate, weight_decay, num_steps,
-                   warmup_proportion):
+                   warmup_proportion, schedule="linear"):
   decay, no_decay = [], []
   for name, p in model.named_parameters():
     (no_decay if name.endswith("bias") or "LayerNorm" in name
@@ -142,8 +142,14 @@ def make_optimizer(model, learning_rate, weight_decay, num_steps,
        {"params": no_decay, "weight_decay": 0.0}],
       lr=learning_rate, betas=(0.9, 0.999), eps=1e-6)
   warmup = int(num_steps * warmup_proportion)
-  sched = transformers.get_linear_schedule_with_warmup(opt, warmup,
-                                                       num_steps)
+  if schedule == "tf1":
+    # TF1 optimization.py (and bert_jax): warmup to the peak, then
+    # peak * (1 - step / num_steps), as if decay had run from step 0.
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: s / warmup if s < warmup else 1.0 - s / num_steps)
+  else:
+    sched = transformers.get_linear_schedule_with_warmup(opt, warmup,
+                                                         num_steps)
   return opt, sched, warmup
 
 
@@ -182,7 +188,8 @@ def run(args) -> dict:
     raise ValueError(f"{n} training examples cannot fill one batch of "
                      f"{args.train_batch_size}")
   opt, sched, warmup = make_optimizer(model, args.learning_rate, 0.01,
-                                      len(batches), args.warmup_proportion)
+                                      len(batches), args.warmup_proportion,
+                                      args.schedule)
   print(f"hf: {n} train / {len(data['dev']['labels'])} dev, "
         f"{len(batches)} steps (warmup {warmup}), lr {args.learning_rate}, "
         f"seed {args.seed}, {torch.get_num_threads()} threads", flush=True)
@@ -218,6 +225,7 @@ def run(args) -> dict:
       "train_loss_last_epoch": float(np.mean(
           losses[-max(1, int(n / args.train_batch_size)):])),
       "num_train_steps": len(batches), "warmup_steps": warmup,
+      "schedule": args.schedule,
       "n_train": n, "n_dev": len(data["dev"]["labels"]),
       "seed": args.seed, "learning_rate": args.learning_rate,
       "num_train_epochs": args.num_train_epochs,
@@ -243,6 +251,10 @@ def parse_args(argv=None):
   p.add_argument("--eval_batch_size", type=int, default=64)
   p.add_argument("--max_seq_length", type=int, default=128)
   p.add_argument("--warmup_proportion", type=float, default=0.1)
+  p.add_argument("--schedule", choices=("linear", "tf1"), default="linear",
+                 help="linear: transformers' warmup then linear decay from "
+                 "the peak to 0; tf1: the original's (bert_jax's) decay "
+                 "peak * (1 - step / steps) after the warmup")
   p.add_argument("--pad_to_multiple_of", type=int, default=1)
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--length_bucketing_window", type=int, default=0,
