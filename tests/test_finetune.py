@@ -455,3 +455,57 @@ def test_finetune_with_everything_on_gcs_equals_local(
           f"{bucket}/bad")
     msg = str(e.value)
     assert f"config.{key}='{bucket}/missing'" in msg and "\n" not in msg
+
+
+GLUE_DIRS = {"cola": "CoLA", "mrpc": "MRPC", "qqp": "QQP", "mnli": "MNLI",
+             "qnli": "QNLI", "rte": "RTE", "wnli": "WNLI"}
+
+
+@pytest.fixture(scope="module")
+def glue_data(tmp_path_factory):
+  """Every GLUE task's files in the official layout (tests/test_glue)."""
+  from tests import test_glue  # pylint: disable=g-import-not-at-top
+  root = str(tmp_path_factory.mktemp("glue_data"))
+  for name, rows in test_glue.FILES.items():
+    test_glue._write(os.path.join(root, name), rows)  # pylint: disable=protected-access
+  return root
+
+
+@pytest.mark.parametrize("task", sorted(GLUE_DIRS))
+def test_every_glue_task_runs_through_the_job(pretrained_workdir, glue_data,
+                                              tmp_path, task):
+  """The job on each task's official layout: its metrics under TF1's names
+  equal scikit-learn's on the prediction files it wrote, and the GLUE-server
+  files hold one prediction per test example (MNLI: both test sets and AX)."""
+  from sklearn import metrics as skm  # pylint: disable=g-import-not-at-top
+  from bert_jax.tasks import glue  # pylint: disable=g-import-not-at-top
+  data = os.path.join(glue_data, GLUE_DIRS[task])
+  config = tiny_finetune_config(
+      pretrained_workdir, data, task=task, train_batch_size=8,
+      eval_batch_size=8, num_train_epochs=8.0, export=False)
+  results = train.train_and_evaluate(config, str(tmp_path / "ft"))
+  spec = glue.task_spec(task)
+  for i, split in enumerate(spec.eval_splits):
+    rows = [l.split("\t") for l in
+            open(results["predictions"][split]).read().splitlines()[1:]]
+    examples, _ = glue.read_examples(spec, data, split)
+    assert [r[0] for r in rows] == [e.guid for e in examples]
+    pred, gold = [r[1] for r in rows], [r[2] for r in rows]
+    tag = "" if i == 0 else split.replace("dev_", "") + "_"
+    assert results[f"eval_{tag}accuracy"] == pytest.approx(
+        skm.accuracy_score(gold, pred))
+    if spec.metric_kind == "matthews":
+      assert results["eval_matthews_corrcoef"] == pytest.approx(
+          skm.matthews_corrcoef(gold, pred))
+    if spec.metric_kind == "accuracy_f1":
+      assert results["eval_f1"] == pytest.approx(
+          skm.f1_score(gold, pred, pos_label="1", zero_division=0.0))
+  expected = {s: spec.submission_file(s) for s in spec.test_splits}
+  for split, name in expected.items():
+    path = results["predictions"][split]
+    assert os.path.basename(path) == name
+    examples, _ = glue.read_examples(spec, data, split)
+    lines = open(path).read().splitlines()
+    assert lines[0] == "index\tprediction"
+    assert [l.split("\t")[0] for l in lines[1:]] == [e.guid for e in examples]
+    assert {l.split("\t")[1] for l in lines[1:]} <= set(spec.labels)
