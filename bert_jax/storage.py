@@ -228,7 +228,8 @@ def local_path(path: str, with_directory: bool = True) -> str:
 
   A gs:// directory is `cached_copy`'d (a training workdir without its
   TensorBoard logs, exports and all but its newest committed checkpoint:
-  what `pretrained.load_workdir` reads). A gs:// file, or a TF1
+  what `pretrained.load_workdir` reads; `WORKDIR/checkpoints/<step>`: the
+  workdir with that step's checkpoint alone). A gs:// file, or a TF1
   checkpoint prefix (`URL.index` exists), comes with its whole directory,
   where its config and vocabulary live (`with_directory=False`: the file
   alone). A URL with nothing there is a FileNotFoundError naming it.
@@ -237,6 +238,16 @@ def local_path(path: str, with_directory: bool = True) -> str:
     return path
   fs = filesystem()
   url = path.rstrip("/")
+  workdir, sep, step = url.rpartition("/checkpoints/")
+  if (sep and step.isdigit() and fs.isdir(url)
+      and fs.isfile(f"{workdir}/bert_config.json")):
+    # One step of a training run (WORKDIR/checkpoints/<step>): the run's
+    # files with that step's checkpoint alone.
+    keep = f"checkpoints/{step}/"
+    local = cached_copy(workdir, skip=lambda rel: rel.startswith(
+        ("tensorboard/", "export/")) or (rel.startswith("checkpoints/")
+                                         and not rel.startswith(keep)))
+    return os.path.join(local, "checkpoints", step)
   if fs.isdir(url):
     return cached_copy(url, skip=_workdir_skip(fs, url))
   if fs.isfile(url) or fs.exists(url + ".index"):

@@ -509,3 +509,49 @@ def test_every_glue_task_runs_through_the_job(pretrained_workdir, glue_data,
     assert lines[0] == "index\tprediction"
     assert [l.split("\t")[0] for l in lines[1:]] == [e.guid for e in examples]
     assert {l.split("\t")[1] for l in lines[1:]} <= set(spec.labels)
+
+
+def test_mnli_data_on_gcs_brings_ax_from_beside_it(gcs, glue_data, tmp_path,
+                                                  monkeypatch):
+  """A gs:// MNLI directory: its cached copy has AX's `diagnostic` beside
+  it, where the reader looks, and reads as the local directory does."""
+  from bert_jax import storage  # pylint: disable=g-import-not-at-top
+  from bert_jax.tasks import glue  # pylint: disable=g-import-not-at-top
+  monkeypatch.setenv("BERT_JAX_CACHE_DIR", str(tmp_path / "cache"))
+  base = f"gs://{gcs.bucket}/glue_ax"
+  storage.upload_tree(glue_data, base)
+  config = tiny_finetune_config("", f"{base}/MNLI", task="mnli")
+  task = train.tasks.from_config(config)
+  task.localize_inputs()
+  assert not storage.is_remote(task.config.data_dir)
+  spec = glue.task_spec("mnli")
+  for split in ("train", "dev_matched", "ax"):
+    assert (glue.read_examples(spec, task.config.data_dir, split)[0]
+            == glue.read_examples(spec, os.path.join(glue_data, "MNLI"),
+                                  split)[0])
+
+
+def test_one_step_of_a_run_on_gcs_is_an_init_checkpoint(
+    gcs, pretrained_workdir, tmp_path, monkeypatch):
+  """gs://.../WORKDIR/checkpoints/<step> reads that step, as locally."""
+  from bert_jax import pretrained  # pylint: disable=g-import-not-at-top
+  from bert_jax import storage  # pylint: disable=g-import-not-at-top
+  monkeypatch.setenv("BERT_JAX_CACHE_DIR", str(tmp_path / "cache"))
+  run = os.path.dirname(os.path.dirname(pretrained_workdir))
+  steps = sorted(int(s) for s in os.listdir(os.path.join(run, "checkpoints"))
+                 if s.isdigit())
+  url = f"gs://{gcs.bucket}/one_step/run"
+  storage.upload_tree(run, url)
+  for step in (steps[0], steps[-1]):
+    local = storage.local_path(f"{url}/checkpoints/{step}")
+    assert local.endswith(os.path.join("checkpoints", str(step)))
+    _, want, _ = pretrained.load_pretrained(
+        os.path.join(run, "checkpoints", str(step)), task="encoder")
+    _, got, _ = pretrained.load_pretrained(local, task="encoder")
+    for a, b in zip(jax.tree.leaves(want), jax.tree.leaves(got)):
+      np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  # Only the step asked for is on disk (the first's files were removed).
+  on_disk = {os.path.relpath(os.path.join(p, n), os.path.dirname(local))
+             .split(os.sep)[0] for p, _, names in os.walk(
+                 os.path.dirname(local)) for n in names}
+  assert on_disk == {str(steps[-1])}

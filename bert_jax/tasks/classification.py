@@ -90,6 +90,9 @@ class ClassificationTask(finetuning.FinetuneTask):
     self.tests = [load(s, False) for s in self.spec.test_splits
                   if glue.has_split(self.spec, c.data_dir, s)]
 
+  def sibling_inputs(self):
+    return ("diagnostic",) if self.name == "mnli" else ()
+
   def head_description(self) -> str:
     n = self.num_labels
     return f"classifier ({n} output{'s' if n > 1 else ''})"

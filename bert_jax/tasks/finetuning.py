@@ -139,8 +139,19 @@ class FinetuneTask(base.Task):
           raise FileNotFoundError(f"config.{key}={url!r} does not exist "
                                   f"({e})") from e
         self.urls[key] = url.rstrip("/")
+      if "data_dir" in remote:
+        # Directories the task reads beside its data (MNLI: AX's
+        # `diagnostic`) are cached beside its copy, where it looks.
+        parent = remote["data_dir"].rstrip("/").rsplit("/", 1)[0]
+        for name in self.sibling_inputs():
+          if storage.exists(f"{parent}/{name}"):
+            storage.local_path(f"{parent}/{name}")
       self.config = config
     self._localized = True
+
+  def sibling_inputs(self) -> tuple[str, ...]:
+    """Directories beside `data_dir` that the task also reads, if there."""
+    return ()
 
   def to_urls(self, text: str) -> str:
     """`text` with the local copies' paths replaced by their URLs."""
