@@ -246,20 +246,25 @@ class FeatureBatches(grain.MapDataset):
     length = min(self.max_seq_length, -(-longest // m) * m)
     lo = self.process_index * self.local_batch_size
     mine = idx[lo:lo + self.local_batch_size]
-    take = np.where(mine >= 0, mine, 0)
     if self.pack:
       return self._packed(idx, mine)
-    out = {}
-    for k, v in self._features.items():
-      x = v[take]
-      if k in SEQUENCE_FEATURES:
-        x = x[..., :length]
-      if not self.train:
-        x = np.where((mine >= 0).reshape((-1,) + (1,) * (x.ndim - 1)), x,
-                     np.zeros_like(x))
-      out[k] = np.ascontiguousarray(x)
+    out = {k: self._example_rows(v, mine, length if k in SEQUENCE_FEATURES
+                                 else None)
+           for k, v in self._features.items()}
     out["example_index"] = mine.astype(np.int32)
     return out
+
+  def _example_rows(self, v: np.ndarray, mine: np.ndarray,
+                    length: int | None) -> np.ndarray:
+    """Feature `v` of examples `mine` (cut to `length` if given); in
+    evaluation, padding rows (-1) are zeros."""
+    x = v[np.maximum(mine, 0)]
+    if length is not None:
+      x = x[..., :length]
+    if not self.train:
+      x = np.where((mine >= 0).reshape((-1,) + (1,) * (x.ndim - 1)), x,
+                   np.zeros_like(x))
+    return np.ascontiguousarray(x)
 
 
   def _packed(self, idx: np.ndarray, mine: np.ndarray) -> dict[str, Any]:
@@ -290,14 +295,9 @@ class FeatureBatches(grain.MapDataset):
     first = (self.process_index * rows + row) * cap + offset
     out["cls_at"] = first.astype(np.int32)
     out["last_at"] = (first + np.maximum(lengths - 1, 0)).astype(np.int32)
-    take = np.maximum(mine, 0)
-    for k, v in self._features.items():
-      if k not in SEQUENCE_FEATURES:
-        x = v[take]
-        if not self.train:
-          x = np.where((mine >= 0).reshape((-1,) + (1,) * (x.ndim - 1)), x,
-                       np.zeros_like(x))
-        out[k] = np.ascontiguousarray(x)
+    out.update({k: self._example_rows(v, mine, None)
+                for k, v in self._features.items()
+                if k not in SEQUENCE_FEATURES})
     out["example_index"] = mine.astype(np.int32)
     return out
 
