@@ -20,6 +20,12 @@ The recipe (BERT paper, appendix A.3; TF1 run_classifier):
   rounds that up). torch.manual_seed(seed) fixes the new head's init and
   the dropout masks.
 
+For a controlled comparison, three flags take away the run-to-run
+differences one by one: `--order_file` (another run's batches, e.g.
+bert_jax's for the same seed), `--classifier_init` (another run's starting
+classifier), `--dropout` (0: none), plus `--schedule=tf1` (bert_jax's
+schedule). With all four the peer follows bert_jax's run step for step.
+
 Timed (results.json `train_seconds`, `eval_seconds`): the training loop
 (batch collation, forward, backward, clipping, optimizer and scheduler
 steps) and, separately, dev evaluation (batch 64, model.eval(), no
@@ -177,13 +183,34 @@ def run(args) -> dict:
     path = os.path.join(args.data_dir, f"{split}.tsv")
     data[split] = encode(tokenizer, read_tsv(path), labels,
                          args.max_seq_length, path)
+  overrides = {}
+  if args.dropout is not None:
+    overrides = {"hidden_dropout_prob": args.dropout,
+                 "attention_probs_dropout_prob": args.dropout}
   model = transformers.BertForSequenceClassification.from_pretrained(
-      args.model_dir, num_labels=len(labels))
+      args.model_dir, num_labels=len(labels), **overrides)
+  if args.classifier_init:
+    # Another run's starting classifier (kernel [hidden, labels], bias), e.g.
+    # bert_jax's for a seed: the same start, so what remains is the framework.
+    init = np.load(args.classifier_init)
+    with torch.no_grad():
+      model.classifier.weight.copy_(torch.from_numpy(init["kernel"].T))
+      model.classifier.bias.copy_(torch.from_numpy(init["bias"]))
   n = len(data["train"]["labels"])
   batches = train_order(n, args.train_batch_size, args.num_train_epochs,
                         args.seed,
                         [len(x) for x in data["train"]["input_ids"]],
                         args.length_bucketing_window)
+  if args.order_file:
+    # Another run's batches (lists of train.tsv row indices), e.g. the ones
+    # bert_jax's FeatureBatches draws for a seed: same data order, so what
+    # remains between the two runs is the framework.
+    with open(args.order_file) as f:
+      batches = [np.asarray(b, np.int64) for b in json.load(f)]
+    if any(len(b) != args.train_batch_size or b.min() < 0 or b.max() >= n
+           for b in batches):
+      raise ValueError(f"{args.order_file}: every batch must hold "
+                       f"{args.train_batch_size} row indices in [0, {n})")
   if not batches:
     raise ValueError(f"{n} training examples cannot fill one batch of "
                      f"{args.train_batch_size}")
@@ -251,6 +278,15 @@ def parse_args(argv=None):
   p.add_argument("--eval_batch_size", type=int, default=64)
   p.add_argument("--max_seq_length", type=int, default=128)
   p.add_argument("--warmup_proportion", type=float, default=0.1)
+  p.add_argument("--order_file", default="",
+                 help="JSON list of batches of train.tsv row indices to "
+                 "train on instead of the seed's shuffle")
+  p.add_argument("--classifier_init", default="",
+                 help=".npz with the classifier's starting kernel "
+                 "[hidden, labels] and bias (default: transformers' init)")
+  p.add_argument("--dropout", type=float, default=None,
+                 help="hidden and attention dropout (default: the "
+                 "checkpoint's config)")
   p.add_argument("--schedule", choices=("linear", "tf1"), default="linear",
                  help="linear: transformers' warmup then linear decay from "
                  "the peak to 0; tf1: the original's (bert_jax's) decay "
