@@ -21,7 +21,8 @@ The recipe (BERT paper, appendix A.3; TF1 run_classifier):
   the dropout masks.
 
 For a controlled comparison, three flags take away the run-to-run
-differences one by one: `--order_file` (another run's batches, e.g.
+differences one by one (`--schedule=tf1 --head_init=truncated_normal` is
+TF1's recipe, as bert_jax runs it): `--order_file` (another run's batches, e.g.
 bert_jax's for the same seed), `--classifier_init` (another run's starting
 classifier), `--dropout` (0: none), plus `--schedule=tf1` (bert_jax's
 schedule). With all four the peer follows bert_jax's run step for step.
@@ -189,6 +190,14 @@ def run(args) -> dict:
                  "attention_probs_dropout_prob": args.dropout}
   model = transformers.BertForSequenceClassification.from_pretrained(
       args.model_dir, num_labels=len(labels), **overrides)
+  if args.head_init == "truncated_normal":
+    # TF1's (and bert_jax's) head init: normal(0, 0.02) cut at two standard
+    # deviations, not rescaled (std ~0.0176), drawn from the seed.
+    std = model.config.initializer_range
+    with torch.no_grad():
+      torch.nn.init.trunc_normal_(model.classifier.weight, std=std,
+                                  a=-2 * std, b=2 * std)
+      model.classifier.bias.zero_()
   if args.classifier_init:
     # Another run's starting classifier (kernel [hidden, labels], bias), e.g.
     # bert_jax's for a seed: the same start, so what remains is the framework.
@@ -252,7 +261,8 @@ def run(args) -> dict:
       "train_loss_last_epoch": float(np.mean(
           losses[-max(1, int(n / args.train_batch_size)):])),
       "num_train_steps": len(batches), "warmup_steps": warmup,
-      "schedule": args.schedule,
+      "schedule": args.schedule, "head_init": args.head_init,
+      "dropout": args.dropout,
       "n_train": n, "n_dev": len(data["dev"]["labels"]),
       "seed": args.seed, "learning_rate": args.learning_rate,
       "num_train_epochs": args.num_train_epochs,
@@ -281,6 +291,10 @@ def parse_args(argv=None):
   p.add_argument("--order_file", default="",
                  help="JSON list of batches of train.tsv row indices to "
                  "train on instead of the seed's shuffle")
+  p.add_argument("--head_init", choices=("normal", "truncated_normal"),
+                 default="normal",
+                 help="the new classifier's init: transformers' normal(0, "
+                 "0.02), or TF1's truncated normal")
   p.add_argument("--classifier_init", default="",
                  help=".npz with the classifier's starting kernel "
                  "[hidden, labels] and bias (default: transformers' init)")

