@@ -12,7 +12,7 @@ seed, one at a time, each in `OUT/runs/<variant>/seed<S>/`:
               (-100 elsewhere), sentences truncated at max_seq_length (a
               word cut off is predicted O), torch AdamW with the paper's
               recipe (bench/finetune_peer_hf.py's optimizer and batch
-              order), seqeval's entity F1 on whole sentences.
+              order, TF1's decay and truncated-normal head init), seqeval's entity F1 on whole sentences.
   bert_jax    python -m bert_jax.main --config=configs/finetune.py:conll2003
   bert_jax_doc       the same with document_context=true
   features:F  Table 7: configs/finetune.py:task=conll2003,features=F (the
@@ -111,11 +111,15 @@ def peer(args) -> dict:
   model = transformers.BertForTokenClassification.from_pretrained(
       args.model_dir, num_labels=len(labels),
       id2label=dict(enumerate(labels)), label2id=label_ids)
+  # TF1's recipe, as bert_jax runs it: truncated-normal head, TF1 decay.
+  finetune_peer_hf.tf1_head_init(model.classifier,
+                                 model.config.initializer_range)
   n = len(enc["train"])
   batches = finetune_peer_hf.train_order(n, args.train_batch_size,
                                          args.num_train_epochs, args.seed)
   opt, sched, warmup = finetune_peer_hf.make_optimizer(
-      model, args.learning_rate, 0.01, len(batches), 0.1)
+      model, args.learning_rate, 0.01, len(batches), 0.1,
+      schedule="tf1")
   print(f"hf: {n} train sentences, {len(batches)} steps (warmup {warmup})",
         flush=True)
   model.train()

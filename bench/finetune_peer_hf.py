@@ -138,6 +138,16 @@ def train_order(n, batch_size, epochs, seed, lengths=None, window=0):
   return out
 
 
+def tf1_head_init(layer, std: float) -> None:
+  """TF1's (and bert_jax's) init of a new head's dense layer, in place:
+  normal(0, std) cut at two standard deviations, not rescaled (std ~0.88
+  std), drawn from torch's seed; zero bias. transformers draws
+  normal(0, std) instead."""
+  with torch.no_grad():
+    torch.nn.init.trunc_normal_(layer.weight, std=std, a=-2 * std, b=2 * std)
+    layer.bias.zero_()
+
+
 def make_optimizer(model, learning_rate, weight_decay, num_steps,
                    warmup_proportion, schedule="linear"):
   decay, no_decay = [], []
@@ -191,13 +201,7 @@ def run(args) -> dict:
   model = transformers.BertForSequenceClassification.from_pretrained(
       args.model_dir, num_labels=len(labels), **overrides)
   if args.head_init == "truncated_normal":
-    # TF1's (and bert_jax's) head init: normal(0, 0.02) cut at two standard
-    # deviations, not rescaled (std ~0.0176), drawn from the seed.
-    std = model.config.initializer_range
-    with torch.no_grad():
-      torch.nn.init.trunc_normal_(model.classifier.weight, std=std,
-                                  a=-2 * std, b=2 * std)
-      model.classifier.bias.zero_()
+    tf1_head_init(model.classifier, model.config.initializer_range)
   if args.classifier_init:
     # Another run's starting classifier (kernel [hidden, labels], bias), e.g.
     # bert_jax's for a seed: the same start, so what remains is the framework.

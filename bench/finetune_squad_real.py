@@ -24,7 +24,9 @@ recipe, seeds and windows, and are scored by the same code:
             transformers' BertForQuestionAnswering trained with torch's
             AdamW (bench/finetune_peer_hf.py's optimizer: betas (0.9,
             0.999), eps 1e-6, weight decay 0.01 except LayerNorm and
-            biases, linear warmup 10% then decay, clip 1.0), the loss of
+            biases, linear warmup 10% then TF1's decay peak * (1 - step /
+            steps), clip 1.0; the head initialised as TF1 does, truncated
+            normal 0.02), the loss of
             bert_jax (mean of start and end cross-entropy over each
             window's real positions), the same step count
             (int(examples / batch * epochs), TF1's), batches padded to
@@ -97,6 +99,9 @@ def peer(args) -> dict:
   df = squad.make_features(dev.examples, tok, is_training=False, **windows)
   model = transformers.BertForQuestionAnswering.from_pretrained(
       args.model_dir)
+  # TF1's recipe, as bert_jax runs it: truncated-normal head, TF1 decay.
+  finetune_peer_hf.tf1_head_init(model.qa_outputs,
+                                 model.config.initializer_range)
   steps = int(len(train.examples) / args.train_batch_size
               * args.num_train_epochs)
   rng = np.random.default_rng(args.seed)
@@ -104,7 +109,8 @@ def peer(args) -> dict:
   order = np.concatenate([rng.permutation(n) for _ in range(
       -(-steps * args.train_batch_size // n) + 1)])
   opt, sched, warmup = finetune_peer_hf.make_optimizer(
-      model, args.learning_rate, 0.01, steps, 0.1)
+      model, args.learning_rate, 0.01, steps, 0.1,
+      schedule="tf1")
 
   def batch(features, idx):
     a = features.arrays

@@ -26,7 +26,8 @@ and seeds:
   bert_jax  python -m bert_jax.main --config=configs/finetune.py:swag ...
   hf        this script's `peer` command: transformers' BertForMultipleChoice
             (its own CSV reader and tokenizer; sentence A = sent1, B = sent2
-            + ending; torch AdamW, the same step count int(n / 16 * 3), one
+            + ending; torch AdamW with TF1's decay and TF1's truncated-normal
+            head init, the same step count int(n / 16 * 3), one
             permutation of the train set per epoch drawn from the seed)
 
     python bench/finetune_swag_real.py prepare [--set=conll_next] \
@@ -127,11 +128,15 @@ def cmd_peer(args):
                                                     f"{s}.csv")),
                     args.max_seq_length) for s in ("train", "val")}
   model = transformers.BertForMultipleChoice.from_pretrained(args.model_dir)
+  # TF1's recipe, as bert_jax runs it: truncated-normal head, TF1 decay.
+  finetune_peer_hf.tf1_head_init(model.classifier,
+                                 model.config.initializer_range)
   n = len(data["train"]["labels"])
   batches = finetune_peer_hf.train_order(n, args.train_batch_size,
                                          args.num_train_epochs, args.seed)
   opt, sched, warmup = finetune_peer_hf.make_optimizer(
-      model, args.learning_rate, 0.01, len(batches), 0.1)
+      model, args.learning_rate, 0.01, len(batches), 0.1,
+      schedule="tf1")
   print(f"hf: {n} train / {len(data['val']['labels'])} val, {len(batches)} "
         f"steps (warmup {warmup}), lr {args.learning_rate}, seed "
         f"{args.seed}, {torch.get_num_threads()} threads", flush=True)
