@@ -1,6 +1,8 @@
 """Shared test set-up: 8 forced CPU devices, set before jax is imported."""
 
 import os
+import shutil
+import tempfile
 
 os.environ.setdefault("XLA_FLAGS", "")
 if "xla_force_host_platform_device_count" not in os.environ["XLA_FLAGS"]:
@@ -9,6 +11,19 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# One persistent XLA compilation cache for the whole run, shared by the
+# pytest-xdist workers and every subprocess they start (they inherit the
+# environment): the many runs of the same tiny programs (a job, killed,
+# resumed; the same step in several tests) compile once. Fresh per run (its
+# directory is named for the run), so nothing carries over between runs.
+# (pytest's process sets it before it starts the xdist workers, and removes
+# it at the end.)
+_XLA_CACHE = os.path.join(tempfile.gettempdir(),
+                          f"bert_jax_test_xla_cache_{os.getpid()}")
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = _XLA_CACHE
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
 import pytest  # pylint: disable=g-import-not-at-top,g-bad-import-order
 
@@ -45,3 +60,9 @@ def gcs(tmp_path_factory):
   finally:
     os.environ.pop("STORAGE_EMULATOR_HOST", None)
     server.stop()
+
+
+def pytest_sessionfinish(session):
+  del session
+  if "PYTEST_XDIST_WORKER" not in os.environ:  # the last process to finish
+    shutil.rmtree(_XLA_CACHE, ignore_errors=True)

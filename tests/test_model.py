@@ -136,7 +136,8 @@ def test_scan_unrolled_and_remat_agree_on_outputs_and_grads():
     out = nnx.merge(gd, s)(ids, seg, mask, rng=jax.random.key(3))
     return jnp.sum(out.sequence_output ** 2) + jnp.sum(out.pooled_output)
 
-  ref_val, ref_grad = jax.value_and_grad(lambda s: loss(cfg, s))(state)
+  ref_val, ref_grad = jax.jit(jax.value_and_grad(
+      lambda s: loss(cfg, s)))(state)
   for variant in (cfg.replace(scan_layers=False),
                   cfg.replace(remat_policy="full"),
                   cfg.replace(scan_layers=False, remat_policy="dots")):

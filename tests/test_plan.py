@@ -74,7 +74,7 @@ def test_nothing_fits_is_a_clear_error(tmp_path):
   res = subprocess.run(
       [sys.executable, "-m", "bert_jax.plan",
        "--config=configs/pretrain.py:demo", "--topology=v3-8", "--json",
-       "--hbm_gib=0.001", "--config.train_batch_size=64",
+       "--hbm_gib=0.001", "--config.train_batch_size=8",
        "--config.model.dtype=bfloat16"],
       cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
   assert res.returncode != 0
