@@ -292,8 +292,9 @@ _PASSAGE, _QUESTION = "Passage: ", "\nQuestion: "
 class QA:
   passage: str
   question: str
-  answer: str
-  answer_start: int
+  answer: str  # "" where impossible
+  answer_start: int  # -1 where impossible
+  impossible: bool = False  # SQuAD 2.0's unanswerable question
 
   @property
   def group(self) -> str:  # what `split` keeps on one side
@@ -326,15 +327,24 @@ def quoref_questions(task: dict) -> tuple[list[QA], dict]:
 
 
 def write_squad_file(path: str, rows: list[QA], prefix: str,
-                     title: str = "quoref") -> None:
-  """A SQuAD 1.1 json file: one paragraph per passage, its questions."""
+                     title: str = "quoref", version_2: bool = False) -> None:
+  """A SQuAD json file: one paragraph per passage, its questions. SQuAD 1.1
+  by default; version_2: v2.0's layout (`is_impossible` on every question,
+  no answers on an impossible one; no `plausible_answers`)."""
   by_passage: dict[str, list] = collections.defaultdict(list)
   for i, r in enumerate(rows):
-    by_passage[r.passage].append({
-        "id": f"{prefix}-{i}", "question": r.question,
-        "answers": [{"text": r.answer, "answer_start": r.answer_start}]})
-  data = {"version": "1.1", "data": [{"title": title, "paragraphs": [
-      {"context": p, "qas": qas} for p, qas in by_passage.items()]}]}
+    if r.impossible and not version_2:
+      raise ValueError(f"{path}: question {prefix}-{i} is unanswerable; "
+                       "SQuAD 1.1 has none")
+    qa = {"id": f"{prefix}-{i}", "question": r.question,
+          "answers": [] if r.impossible else [
+              {"text": r.answer, "answer_start": r.answer_start}]}
+    if version_2:
+      qa["is_impossible"] = r.impossible
+    by_passage[r.passage].append(qa)
+  data = {"version": "v2.0" if version_2 else "1.1", "data": [
+      {"title": title, "paragraphs": [
+          {"context": p, "qas": qas} for p, qas in by_passage.items()]}]}
   tmp = path + ".tmp"
   with open(tmp, "w", encoding="utf-8") as f:
     json.dump(data, f, ensure_ascii=False)
@@ -596,7 +606,7 @@ def conll_rows(spec: RealSet, seed: int
   return out[0], out[1], n_source
 
 
-# -- conll_qa: extractive QA on CoNLL-2003's entities (SQuAD 1.1 files) -------
+# -- conll_qa, conll_qa2: extractive QA on CoNLL-2003's entities (SQuAD) ----
 #
 # A passage is a window of 3 to 6 consecutive sentences of one news story,
 # its words joined by spaces (as conll_entity's texts are). Windows cut each
@@ -608,6 +618,14 @@ def conll_rows(spec: RealSet, seed: int
 # annotated place; a type with two or more distinct mentions gives none
 # (counted as dropped). Train from the train documents, dev from the valid
 # ones, so dev passages are disjoint from train's.
+#
+# conll_qa2 (SQuAD 2.0 files) adds unanswerable questions: the same question
+# about a type with no mention at all in the passage. As in SQuAD 2.0, they
+# are asked of passages that also have an answerable question (so a
+# passage's other entities are there to mislead; in a passage with none
+# they are dropped and counted), and about a third of each split is
+# unanswerable (SQuAD 2.0's share), the answerable and the unanswerable
+# drawn apart.
 
 QA_QUESTIONS = {"PER": "Which person is mentioned?",
                 "ORG": "Which organisation is mentioned?",
@@ -616,6 +634,7 @@ QA_QUESTIONS = {"PER": "Which person is mentioned?",
 QA_TYPES = ("PER", "ORG", "LOC")  # MISC (nationalities, events, ...) is
                                   # too mixed a type to ask about by name
 QA_WINDOW = (3, 6)  # sentences a passage, fewest and most drawn
+QA2_IMPOSSIBLE = 1 / 3  # conll_qa2's share of unanswerable questions
 
 
 @dataclasses.dataclass(frozen=True)
@@ -652,13 +671,16 @@ def conll_passages(docs: list, rng: np.random.Generator, split_name: str,
   return out
 
 
-def conll_questions(passages: list[Passage], types: tuple[str, ...] = QA_TYPES
-                    ) -> tuple[list[QA], dict]:
-  """One QA per (passage, type) whose type has one distinct mention;
-  counts of the (passage, type) pairs dropped for having several."""
+def conll_questions(passages: list[Passage], types: tuple[str, ...] = QA_TYPES,
+                    unanswerable: bool = False) -> tuple[list[QA], dict]:
+  """One QA per (passage, type) whose type has one distinct mention, and
+  with `unanswerable` an impossible one per type with none (in a passage
+  with an answerable question); counts of the (passage, type) pairs
+  dropped."""
   dropped = collections.Counter()
   out = []
   for p in passages:
+    answerable, absent = [], []
     for t in types:
       texts = {}  # distinct mention text -> its first offset
       for mt, text, offset in p.mentions:
@@ -666,66 +688,121 @@ def conll_questions(passages: list[Passage], types: tuple[str, ...] = QA_TYPES
           texts.setdefault(text, offset)
       if len(texts) > 1:
         dropped[f"{t}: 2+ distinct mentions"] += 1
-      if len(texts) != 1:
-        continue
-      (text, offset), = texts.items()
-      if p.text[offset:offset + len(text)] != text:
-        raise AssertionError(f"{p.where}: {text!r} is not at {offset}")
-      out.append(QA(p.text, QA_QUESTIONS[t], text, offset))
+      elif not texts:
+        absent.append(t)
+      else:
+        (text, offset), = texts.items()
+        if p.text[offset:offset + len(text)] != text:
+          raise AssertionError(f"{p.where}: {text!r} is not at {offset}")
+        answerable.append(QA(p.text, QA_QUESTIONS[t], text, offset))
+    out += answerable
+    if not unanswerable:
+      continue
+    if answerable:
+      out += [QA(p.text, QA_QUESTIONS[t], "", -1, impossible=True)
+              for t in absent]
+    else:
+      for t in absent:
+        dropped[f"{t}: no mention, no answerable question in the passage"] += 1
   return out, dict(dropped)
 
 
-def prepare_conll_qa(out_dir: str, seed: int = 0, n_train: int = 800,
-                     n_dev: int = 200, types: tuple[str, ...] = QA_TYPES
-                     ) -> dict:
-  """train-v1.1.json / dev-v1.1.json under out_dir/conll_qa; its meta."""
+def _prepare_conll_squad(out_dir: str, name: str, seed: int, n_train: int,
+                         n_dev: int, types: tuple[str, ...],
+                         impossible: float) -> dict:
+  """A SQuAD set of conll_questions under out_dir/name (v1.1 files, or
+  v2.0 ones where impossible > 0, that share of each split unanswerable);
+  its meta."""
+  version_2 = impossible > 0
   type_of = {q: t for t, q in QA_QUESTIONS.items()}
+  by_type = lambda rows: dict(sorted(collections.Counter(
+      type_of[r.question] for r in rows).items()))
   picked, stats = {}, {}
   for i, (split_name, n) in enumerate((("train", n_train),
                                        ("valid", n_dev))):
     rng = np.random.default_rng([seed, i])
     docs = conll_split(split_name, spans=True)
     passages = conll_passages(docs, rng, split_name)
-    questions, dropped = conll_questions(passages, types)
-    if len(questions) < n:
-      raise ValueError(f"conll_qa: {len(questions)} questions in "
-                       f"{split_name}, {n} needed")
-    picked[split_name] = [questions[j] for j in
-                          sorted(rng.permutation(len(questions))[:n])]
+    questions, dropped = conll_questions(passages, types, version_2)
+    n_impossible = round(n * impossible)
+    chosen = []
+    for kind, k in (("answerable", n - n_impossible),
+                    ("unanswerable", n_impossible)):
+      pool = [j for j, q in enumerate(questions)
+              if q.impossible == (kind == "unanswerable")]
+      if len(pool) < k:
+        raise ValueError(f"{name}: {len(pool)} {kind} questions in "
+                         f"{split_name}, {k} needed")
+      if k:
+        chosen += [pool[j] for j in rng.permutation(len(pool))[:k]]
+    picked[split_name] = [questions[j] for j in sorted(chosen)]
+    answerable = [q for q in questions if not q.impossible]
     stats[split_name] = {
         "documents": len(docs), "passages": len(passages),
-        "questions": len(questions), "dropped": dropped,
+        "questions": len(answerable), "dropped": dropped,
         "questions_by_type": dict(collections.Counter(
-            type_of[q.question] for q in questions))}
+            type_of[q.question] for q in answerable))}
+    if version_2:
+      stats[split_name]["unanswerable"] = len(questions) - len(answerable)
+      stats[split_name]["unanswerable_by_type"] = by_type(
+          [q for q in questions if q.impossible])
   train, dev = picked["train"], picked["valid"]
-  set_dir = os.path.join(out_dir, "conll_qa")
+  set_dir = os.path.join(out_dir, name)
   os.makedirs(set_dir, exist_ok=True)
-  paths = {s: os.path.join(set_dir, f"{s}-v1.1.json")
+  version = "2.0" if version_2 else "1.1"
+  paths = {s: os.path.join(set_dir, f"{s}-v{version}.json")
            for s in ("train", "dev")}
-  write_squad_file(paths["train"], train, "train", title="conll_qa")
-  write_squad_file(paths["dev"], dev, "dev", title="conll_qa")
-  by_type = lambda rows: dict(sorted(collections.Counter(
-      type_of[r.question] for r in rows).items()))
+  write_squad_file(paths["train"], train, "train", name, version_2)
+  write_squad_file(paths["dev"], dev, "dev", name, version_2)
   meta = {
-      "name": "conll_qa",
+      "name": name,
       "source": f"{NER_WHEEL} {NER_MEMBER} (questions from its gold "
-                "entities)",
+                "entities" + ("; unanswerable: a type with no mention)"
+                              if version_2 else ")"),
       "seed": seed, "window_sentences": list(QA_WINDOW),
       "questions": {t: QA_QUESTIONS[t] for t in types},
       "n_source": {s: v["documents"] for s, v in stats.items()},
-      "n_kept": sum(v["questions"] for v in stats.values()),
+      "n_kept": sum(v["questions"] + v.get("unanswerable", 0)
+                    for v in stats.values()),
       "dropped": {s: v["dropped"] for s, v in stats.items()},
       "splits": stats, "n_train": len(train), "n_dev": len(dev),
-      "train_types": by_type(train), "dev_types": by_type(dev),
+      "train_types": by_type(r for r in train if not r.impossible),
+      "dev_types": by_type(r for r in dev if not r.impossible),
+  }
+  if version_2:
+    meta.update({
+        "impossible_share": impossible,
+        "train_impossible": sum(r.impossible for r in train),
+        "dev_impossible": sum(r.impossible for r in dev),
+        "train_impossible_types": by_type(r for r in train if r.impossible),
+        "dev_impossible_types": by_type(r for r in dev if r.impossible)})
+  meta.update({
       "train_passages": len({r.passage for r in train}),
       "dev_passages": len({r.passage for r in dev}),
       "dev_passages_disjoint": not ({r.passage for r in train}
                                     & {r.passage for r in dev}),
       "digest": file_digest(paths["train"], paths["dev"]),
-  }
+  })
   with open(os.path.join(set_dir, "meta.json"), "w") as f:
     json.dump(meta, f, indent=2)
   return meta
+
+
+def prepare_conll_qa(out_dir: str, seed: int = 0, n_train: int = 800,
+                     n_dev: int = 200, types: tuple[str, ...] = QA_TYPES
+                     ) -> dict:
+  """train-v1.1.json / dev-v1.1.json under out_dir/conll_qa; its meta."""
+  return _prepare_conll_squad(out_dir, "conll_qa", seed, n_train, n_dev,
+                              types, impossible=0.0)
+
+
+def prepare_conll_qa2(out_dir: str, seed: int = 0, n_train: int = 800,
+                      n_dev: int = 200, types: tuple[str, ...] = QA_TYPES,
+                      impossible: float = QA2_IMPOSSIBLE) -> dict:
+  """train-v2.0.json / dev-v2.0.json under out_dir/conll_qa2 (a share
+  `impossible` of each split unanswerable); its meta."""
+  return _prepare_conll_squad(out_dir, "conll_qa2", seed, n_train, n_dev,
+                              types, impossible)
 
 
 # -- conll_next: which sentence comes next (SWAG's format) ---------------------
