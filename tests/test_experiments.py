@@ -11,6 +11,8 @@ import time
 
 import pytest
 
+from bench import real_data
+from bert_jax import tasks
 from configs import finetune as finetune_configs
 from experiments import definitions as defs
 from experiments import jobs
@@ -127,6 +129,55 @@ def test_paper_dry_run_is_what_the_launcher_runs(capsys):
                                               "ssh bert-exp-ft ") for l in grids)
   assert any("--config=configs/finetune.py:task=mnli,bilstm=true" in l
              for l in grids)
+
+
+def test_every_small_scale_task_has_a_stand_in_set():
+  """Every paper task a small-scale table fine-tunes reads a set that
+  prepare_data knows, and each SQuAD / SWAG table fills its dev columns."""
+  for name in defs.TABLES:
+    table = defs.get(name, "small")
+    for row in table.rows:
+      for f in row.finetunes.values():
+        assert f.data in defs.SMALL_DATA, (name, row.name, f.data)
+  for name, task, columns in (("table2", "squad11", ("dev EM", "dev F1")),
+                              ("table3", "squad20", ("dev EM", "dev F1")),
+                              ("table4", "swag", ("dev",))):
+    table = defs.get(name, "small")
+    for row in table.rows:
+      assert row.finetunes[task].task == task
+      assert all(row.cells[c].source == task for c in columns), row.name
+    assert not set(columns) & set(table.missing), table.missing
+
+
+_WHEEL = os.path.join(real_data.NER_DEFAULT_CACHE_DIR,
+                      real_data.NER_WHEEL_FILE)
+
+
+@pytest.mark.skipif(not os.path.isfile(_WHEEL),
+                    reason=f"{_WHEEL} not cached (never downloaded here)")
+def test_stand_in_data_jobs_write_what_their_tasks_read(tmp_path):
+  """The SQuAD 1.1 / 2.0 and SWAG tables' data jobs, run as the runner
+  runs them, leave their done file and the files the fine-tuning task
+  checks for in the job's data_dir."""
+  root = str(tmp_path)
+  for name in ("table2", "table3", "table4"):
+    table = defs.get(name, "small")
+    graph = jobs.build(table, root)
+    for job in (j for j in graph if j.kind == "data"):
+      res = subprocess.run([sys.executable, *job.argv[1:]], cwd=ROOT,
+                           capture_output=True, text=True, timeout=60)
+      assert res.returncode == 0, res.stderr
+      assert job.done(), job.name
+    for row in table.rows:
+      for f in row.finetunes.values():
+        c = _resolve_finetune(f)
+        c.data_dir = jobs.data_dir(root, "", "small", f)
+        assert any(a == f"--config.data_dir={c.data_dir}"
+                   for j in graph for a in j.argv)
+        problems = []
+        tasks.from_config(c).validate_data(
+            lambda ok, msg: ok or problems.append(msg))
+        assert not problems, (name, f.task, problems)
 
 
 # -- the runner on real tiny runs ---------------------------------------------
