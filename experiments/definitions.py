@@ -235,8 +235,12 @@ class Scale:
     if config_task == "custom":
       metric = "eval_accuracy"
     arg = f"task={config_task}{extra}" if extra else config_task
-    return Finetune(arg, data, SMALL_GRID, metric,
-                    (("max_seq_length", 128),), init_step)
+    overrides = (("max_seq_length", 128),)
+    if config_task in ("squad11", "squad20"):
+      # Windows of 128 tokens: a stride of 64 keeps them overlapping (the
+      # paper's 128 is for 384-token windows).
+      overrides += (("doc_stride", 64),)
+    return Finetune(arg, data, SMALL_GRID, metric, overrides, init_step)
 
 
 def _row(name: str, pretrain: Pretrain, tasks: Mapping[str, Finetune | None],
