@@ -574,7 +574,7 @@ def test_glue_with_bilstm_learns_and_is_not_exported(encoder_dir, tmp_path):
   data = test_finetune.write_sst2(tmp_path / "SST-2")
   config = test_finetune.tiny_finetune_config(
       encoder_dir, data, task="task=sst2,bilstm=true", lstm_units=16,
-      learning_rate=3e-3, log_every_steps=20)
+      learning_rate=3e-3, log_every_steps=20, save_checkpoints_steps=1000)
   results = train.train_and_evaluate(config, str(tmp_path / "ft"))
   assert results["eval_accuracy"] > 0.8, results  # chance: 0.5
   assert "BiLSTM (1 layer(s), 16 units" in results["init"]

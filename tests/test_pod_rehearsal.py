@@ -23,7 +23,7 @@ from launch.tpu import cli
 from tests import fake_tpu
 from tests import test_train
 
-STEPS = 10
+STEPS = 6
 TINY = [f"--config.num_train_steps={STEPS}", "--config.phase2_start_step=0",
         "--config.model.preset=tiny", "--config.model.dtype=float32",
         "--config.model.scan_layers=false",
