@@ -62,6 +62,21 @@ def gcs(tmp_path_factory):
     server.stop()
 
 
+def pytest_configure(config):
+  # With xdist: hand out one test at a time (its default sends each worker
+  # a quarter of its share up front, which would give one worker every
+  # long test below).
+  if getattr(config.option, "maxschedchunk", "absent") is None:
+    config.option.maxschedchunk = 1
+
+
+def pytest_collection_modifyitems(items):
+  """The long end-to-end tests (marked slow) first, the rest in file order:
+  dealt out one at a time, the short tests then fill the end instead of
+  one worker finishing a long test alone."""
+  items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 def pytest_sessionfinish(session):
   del session
   if "PYTEST_XDIST_WORKER" not in os.environ:  # the last process to finish

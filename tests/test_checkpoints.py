@@ -206,6 +206,7 @@ def test_sigterm_sets_the_flag_and_close_restores_the_handler():
 # -- end to end: the pre-training job killed, preempted, corrupted ----------
 
 
+@pytest.mark.slow
 def test_killed_in_an_async_write_and_resumed_run_is_bitwise_identical(
     data_dir, tmp_path):
   full, broken = str(tmp_path / "full"), str(tmp_path / "broken")
@@ -243,6 +244,7 @@ def test_killed_in_an_async_write_and_resumed_run_is_bitwise_identical(
     np.testing.assert_array_equal(a[k], b[k], err_msg=k)
 
 
+@pytest.mark.slow
 def test_sigterm_saves_and_a_corrupted_newest_is_skipped(data_dir, tmp_path):
   workdir = str(tmp_path / "w")
   ckpt_dir = os.path.join(workdir, "checkpoints")

@@ -230,6 +230,7 @@ def _mtimes(d):
           for p, _, names in os.walk(d) for n in names}
 
 
+@pytest.mark.slow
 def test_killed_runner_continues_and_recomputes_nothing(tmp_path):
   out = str(tmp_path / "root")
   _write_tiny_set(os.path.join(out, "data", "tiny"))

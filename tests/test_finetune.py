@@ -157,6 +157,7 @@ def test_length_bucketing_keeps_epochs_and_pads_less():
                                 bucketed[9]["input_ids"])
 
 
+@pytest.mark.slow
 def test_glue_finetune_learns_exports_and_matches_transformers(
     pretrained_workdir, tmp_path):
   data = write_sst2(tmp_path / "SST-2")
@@ -326,6 +327,7 @@ def _flags(init, data, **extra):
   return [f"--config.{k}={v}" for k, v in flags.items()]
 
 
+@pytest.mark.slow
 def test_killed_finetune_resumes_bitwise(pretrained_workdir, tmp_path):
   data = write_sst2(tmp_path / "SST-2", n_train=160)
   flags = _flags(pretrained_workdir, data)
@@ -395,6 +397,7 @@ def test_finetune_configs_compose():
     finetune_configs.get_config("mrpc").nonexistent_key = 1
 
 
+@pytest.mark.slow
 def test_finetune_with_everything_on_gcs_equals_local(
     gcs, pretrained_workdir, tmp_path, monkeypatch):
   """workdir, init_checkpoint (a pre-training workdir) and data_dir as

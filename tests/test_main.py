@@ -41,6 +41,7 @@ def test_unwritable_workdir(tmp_path, data_dir):
   assert rc != 0 and "is not writable" in out and "Traceback" not in out
 
 
+@pytest.mark.slow
 def test_non_finite_loss_stops_with_last_good_checkpoint(data_dir, tmp_path):
   workdir = str(tmp_path / "w")
   common = ("--config.num_train_steps=6", "--config.export=false",

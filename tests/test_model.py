@@ -126,6 +126,7 @@ def test_causal_attention_ignores_the_future():
                          out2.sequence_output[:, 6:], atol=1e-3)
 
 
+@pytest.mark.slow
 def test_scan_unrolled_and_remat_agree_on_outputs_and_grads():
   ids, seg, mask = _inputs()
   cfg = _tiny()

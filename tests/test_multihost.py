@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from bert_jax import pretrained
 from tests import test_train
@@ -38,6 +39,7 @@ def _losses(out):
                                        re.M)]
 
 
+@pytest.mark.slow
 def test_two_processes_equal_one(data_dir, tmp_path):
   single_dir, multi_dir = str(tmp_path / "single"), str(tmp_path / "multi")
   env = dict(os.environ)

@@ -541,6 +541,7 @@ def test_ner_finetune_learns_and_matches_transformers(encoder_dir, tmp_path):
   np.testing.assert_allclose(ours[real], theirs[real], atol=2e-5)
 
 
+@pytest.mark.slow
 def test_feature_based_keeps_the_encoder_bitwise_frozen_and_learns(
     encoder_dir, tmp_path):
   data = write_conll(tmp_path / "conll", n_test=0)
@@ -570,6 +571,7 @@ def test_feature_based_keeps_the_encoder_bitwise_frozen_and_learns(
   assert np.any(np.asarray(params["layer_weights"]) != 0)
 
 
+@pytest.mark.slow
 def test_glue_with_bilstm_learns_and_is_not_exported(encoder_dir, tmp_path):
   data = test_finetune.write_sst2(tmp_path / "SST-2")
   config = test_finetune.tiny_finetune_config(

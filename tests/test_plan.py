@@ -35,6 +35,7 @@ def test_topology_sizes():
     plan.topology_devices("v4-8")
 
 
+@pytest.mark.slow
 def test_plan_reports_memory_and_flops_against_formulas():
   config = _tiny()
   result = plan.plan(config, "v3-8", search=False, log=lambda *_: None)
@@ -69,6 +70,7 @@ def test_plan_reports_memory_and_flops_against_formulas():
       config.num_train_steps * step / 86400)
 
 
+@pytest.mark.slow
 def test_nothing_fits_is_a_clear_error(tmp_path):
   env = dict(os.environ)
   res = subprocess.run(

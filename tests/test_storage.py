@@ -84,6 +84,7 @@ def _steps_committed(url):
                 if p.split("/")[-2].isdigit())
 
 
+@pytest.mark.slow
 def test_pretraining_on_gcs_killed_and_resumed_equals_local(gcs, data_dir,
                                                             tmp_path):
   env = dict(os.environ, **gcs.env,
