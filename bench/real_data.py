@@ -221,6 +221,13 @@ def file_digest(*paths: str) -> str:
   return h.hexdigest()[:16]
 
 
+def write_meta(set_dir: str, meta: dict) -> dict:
+  """meta as set_dir/meta.json; returns it."""
+  with open(os.path.join(set_dir, "meta.json"), "w") as f:
+    json.dump(meta, f, indent=2)
+  return meta
+
+
 def prepare(name: str, out_dir: str, cache_dir: str, seed: int = 0,
             n_train: int | None = None, n_dev: int | None = None) -> dict:
   """Writes one set's TSVs under out_dir/name; returns its meta.json."""
@@ -255,9 +262,7 @@ def prepare(name: str, out_dir: str, cache_dir: str, seed: int = 0,
                                   {r.group for r in dev}),
       "digest": file_digest(paths["train"], paths["dev"]),
   }
-  with open(os.path.join(set_dir, "meta.json"), "w") as f:
-    json.dump(meta, f, indent=2)
-  return meta
+  return write_meta(set_dir, meta)
 
 
 def describe(meta: dict) -> str:
@@ -351,6 +356,18 @@ def write_squad_file(path: str, rows: list[QA], prefix: str,
   os.replace(tmp, path)
 
 
+def squad_split_meta(train: list[QA], dev: list[QA],
+                     paths: dict[str, str]) -> dict:
+  """A SQuAD set's meta entries on its passages (counts, dev disjoint from
+  train) and the digest of its train and dev files."""
+  train_passages = {r.passage for r in train}
+  dev_passages = {r.passage for r in dev}
+  return {"train_passages": len(train_passages),
+          "dev_passages": len(dev_passages),
+          "dev_passages_disjoint": not train_passages & dev_passages,
+          "digest": file_digest(paths["train"], paths["dev"])}
+
+
 def prepare_quoref(out_dir: str, cache_dir: str, seed: int = 0,
                    n_train: int = 800, n_dev: int = 200) -> dict:
   """train-v1.1.json / dev-v1.1.json under out_dir/quoref; its meta."""
@@ -367,15 +384,9 @@ def prepare_quoref(out_dir: str, cache_dir: str, seed: int = 0,
       "name": "quoref", "source": f"{SDIST} {TASKS_ROOT}/{QUOREF_MEMBER}",
       "seed": seed, "n_source": len(task["examples"]), "n_kept": len(rows),
       "dropped": dropped, "n_train": len(train), "n_dev": len(dev),
-      "train_passages": len({r.passage for r in train}),
-      "dev_passages": len({r.passage for r in dev}),
-      "dev_passages_disjoint": not ({r.passage for r in train}
-                                    & {r.passage for r in dev}),
-      "digest": file_digest(paths["train"], paths["dev"]),
+      **squad_split_meta(train, dev, paths),
   }
-  with open(os.path.join(set_dir, "meta.json"), "w") as f:
-    json.dump(meta, f, indent=2)
-  return meta
+  return write_meta(set_dir, meta)
 
 
 # -- multiple choice (SWAG's format) ------------------------------------------
@@ -428,6 +439,11 @@ def write_swag_csv(path: str, rows: list[dict], split_name: str,
   os.replace(tmp, path)
 
 
+def swag_label_counts(rows: list[dict]) -> dict[int, int]:
+  """How many rows have their right ending at each position."""
+  return dict(sorted(collections.Counter(r["label"] for r in rows).items()))
+
+
 def prepare_swag(out_dir: str, cache_dir: str, seed: int = 0,
                  n_train: int = 1600, n_dev: int = 500,
                  name: str = "step_inference") -> dict:
@@ -445,20 +461,16 @@ def prepare_swag(out_dir: str, cache_dir: str, seed: int = 0,
   paths = {s: os.path.join(set_dir, f"{s}.csv") for s in ("train", "val")}
   write_swag_csv(paths["train"], train, "train")
   write_swag_csv(paths["val"], dev, "val")
-  count = lambda rs: dict(sorted(collections.Counter(
-      r["label"] for r in rs).items()))
   meta = {
       "name": name, "source": f"{SDIST} {TASKS_ROOT}/{SWAG_MEMBER}",
       "seed": seed, "n_source": len(rows), "n_train": len(train),
-      "n_dev": len(dev), "train_labels": count(train),
-      "dev_labels": count(dev),
+      "n_dev": len(dev), "train_labels": swag_label_counts(train),
+      "dev_labels": swag_label_counts(dev),
       "dev_goals_disjoint": not ({r["goal"] for r in train}
                                  & {r["goal"] for r in dev}),
       "digest": file_digest(paths["train"], paths["val"]),
   }
-  with open(os.path.join(set_dir, "meta.json"), "w") as f:
-    json.dump(meta, f, indent=2)
-  return meta
+  return write_meta(set_dir, meta)
 
 
 # -- CoNLL-2003 (NER) ----------------------------------------------------------
@@ -511,9 +523,7 @@ def prepare_conll2003(out_dir: str, cache_dir: str = NER_DEFAULT_CACHE_DIR,
       }
   meta["digest"] = file_digest(*(os.path.join(set_dir, f"{s}.txt")
                                  for s in ("train", "valid", "test")))
-  with open(os.path.join(set_dir, "meta.json"), "w") as f:
-    json.dump(meta, f, indent=2)
-  return meta
+  return write_meta(set_dir, meta)
 
 
 # -- classification sets labelled from CoNLL-2003's entities ------------------
@@ -776,16 +786,8 @@ def _prepare_conll_squad(out_dir: str, name: str, seed: int, n_train: int,
         "dev_impossible": sum(r.impossible for r in dev),
         "train_impossible_types": by_type(r for r in train if r.impossible),
         "dev_impossible_types": by_type(r for r in dev if r.impossible)})
-  meta.update({
-      "train_passages": len({r.passage for r in train}),
-      "dev_passages": len({r.passage for r in dev}),
-      "dev_passages_disjoint": not ({r.passage for r in train}
-                                    & {r.passage for r in dev}),
-      "digest": file_digest(paths["train"], paths["dev"]),
-  })
-  with open(os.path.join(set_dir, "meta.json"), "w") as f:
-    json.dump(meta, f, indent=2)
-  return meta
+  meta.update(squad_split_meta(train, dev, paths))
+  return write_meta(set_dir, meta)
 
 
 def prepare_conll_qa(out_dir: str, seed: int = 0, n_train: int = 800,
@@ -876,8 +878,6 @@ def prepare_conll_next(out_dir: str, seed: int = 0, n_train: int = 1600,
   paths = {s: os.path.join(set_dir, f"{s}.csv") for s in ("train", "val")}
   write_swag_csv(paths["train"], train, "train", source="conll")
   write_swag_csv(paths["val"], dev, "val", source="conll")
-  count = lambda rs: dict(sorted(collections.Counter(
-      r["label"] for r in rs).items()))
   meta = {
       "name": name,
       "source": f"{NER_WHEEL} {NER_MEMBER} (next sentence of a story)",
@@ -886,10 +886,9 @@ def prepare_conll_next(out_dir: str, seed: int = 0, n_train: int = 1600,
       "candidate_pairs": {"train": train_pairs, "valid": dev_pairs},
       "dropped": {"train": train_dropped, "valid": dev_dropped},
       "n_train": len(train), "n_dev": len(dev),
-      "train_labels": count(train), "dev_labels": count(dev),
+      "train_labels": swag_label_counts(train),
+      "dev_labels": swag_label_counts(dev),
       "dev_documents_disjoint": True,  # train / valid files of CoNLL
       "digest": file_digest(paths["train"], paths["val"]),
   }
-  with open(os.path.join(set_dir, "meta.json"), "w") as f:
-    json.dump(meta, f, indent=2)
-  return meta
+  return write_meta(set_dir, meta)
