@@ -12,7 +12,8 @@ seed, one at a time, each in `OUT/runs/<variant>/seed<S>/`:
               (-100 elsewhere), sentences truncated at max_seq_length (a
               word cut off is predicted O), torch AdamW with the paper's
               recipe (bench/finetune_peer_hf.py's optimizer and batch
-              order, TF1's decay and truncated-normal head init), seqeval's entity F1 on whole sentences.
+              order, TF1's decay and truncated-normal head init),
+              seqeval's entity F1 on whole sentences.
   bert_jax    python -m bert_jax.main --config=configs/finetune.py:conll2003
   bert_jax_doc       the same with document_context=true
   features:F  Table 7: configs/finetune.py:task=conll2003,features=F (the

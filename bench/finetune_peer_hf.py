@@ -20,12 +20,12 @@ The recipe (BERT paper, appendix A.3; TF1 run_classifier):
   rounds that up). torch.manual_seed(seed) fixes the new head's init and
   the dropout masks.
 
-For a controlled comparison, three flags take away the run-to-run
-differences one by one (`--schedule=tf1 --head_init=truncated_normal` is
-TF1's recipe, as bert_jax runs it): `--order_file` (another run's batches, e.g.
-bert_jax's for the same seed), `--classifier_init` (another run's starting
-classifier), `--dropout` (0: none), plus `--schedule=tf1` (bert_jax's
-schedule). With all four the peer follows bert_jax's run step for step.
+`--schedule=tf1 --head_init=truncated_normal` is TF1's recipe, as bert_jax
+runs it. For a controlled comparison, three more flags take away the
+run-to-run differences one by one: `--order_file` (another run's batches,
+e.g. bert_jax's for the same seed), `--classifier_init` (another run's
+starting classifier), `--dropout` (0: none). With these and
+`--schedule=tf1` the peer follows bert_jax's run step for step.
 
 Timed (results.json `train_seconds`, `eval_seconds`): the training loop
 (batch collation, forward, backward, clipping, optimizer and scheduler
@@ -210,10 +210,6 @@ def run(args) -> dict:
       model.classifier.weight.copy_(torch.from_numpy(init["kernel"].T))
       model.classifier.bias.copy_(torch.from_numpy(init["bias"]))
   n = len(data["train"]["labels"])
-  batches = train_order(n, args.train_batch_size, args.num_train_epochs,
-                        args.seed,
-                        [len(x) for x in data["train"]["input_ids"]],
-                        args.length_bucketing_window)
   if args.order_file:
     # Another run's batches (lists of train.tsv row indices), e.g. the ones
     # bert_jax's FeatureBatches draws for a seed: same data order, so what
@@ -224,6 +220,11 @@ def run(args) -> dict:
            for b in batches):
       raise ValueError(f"{args.order_file}: every batch must hold "
                        f"{args.train_batch_size} row indices in [0, {n})")
+  else:
+    batches = train_order(n, args.train_batch_size, args.num_train_epochs,
+                          args.seed,
+                          [len(x) for x in data["train"]["input_ids"]],
+                          args.length_bucketing_window)
   if not batches:
     raise ValueError(f"{n} training examples cannot fill one batch of "
                      f"{args.train_batch_size}")
