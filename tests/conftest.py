@@ -14,10 +14,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # One persistent XLA compilation cache for the whole run, shared by the
 # pytest-xdist workers and every subprocess they start (they inherit the
 # environment): the many runs of the same tiny programs (a job, killed,
-# resumed; the same step in several tests) compile once. Fresh per run (its
-# directory is named for the run), so nothing carries over between runs.
-# (pytest's process sets it before it starts the xdist workers, and removes
-# it at the end.)
+# resumed; the same step in several tests) compile once. pytest's own
+# process names it for its pid and sets it before the xdist workers start
+# (they inherit it), and removes it at the end: nothing carries over
+# between runs.
 _XLA_CACHE = os.path.join(tempfile.gettempdir(),
                           f"bert_jax_test_xla_cache_{os.getpid()}")
 if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
