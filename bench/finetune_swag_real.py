@@ -40,9 +40,10 @@ has its own workdir `D/runs/<framework>/seed<S>/` and a cached
 `bench_result.json` (a rerun skips it unless the data changed); the
 Markdown report goes to stdout and `D/report.md`. Times:
 `train s` is the job's own `train_seconds` (hf: the training loop only;
-bert_jax: its train loop, compiles of each padded length included), `process
-s` the subprocess's whole wall time. Batches are cut to their longest row:
-bert_jax rounds that up to a multiple of 32 (its default), the peer does not.
+bert_jax: its train loop, compiles of each batch shape included), `process
+s` the subprocess's whole wall time. The peer cuts each batch to its longest
+sequence; bert_jax packs the batch's 4 x 16 sequences into rows of the set's
+longest (its default, `pack_sequences`).
 """
 
 from __future__ import annotations

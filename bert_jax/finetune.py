@@ -20,15 +20,22 @@
   stream at a time, sorts it by length, cuts it into K batches and shuffles
   their order: every example still comes once an epoch (up to the K-batch
   windows that straddle epochs), and batches pad far less.
-  With `pack=True` (sentence-level tasks), a batch's examples are instead
-  packed first-fit-decreasing into rows of one fixed length (the set's
-  longest example, rounded up): several short examples share a row, each
-  with its own positions (from 0) and `pack_ids` (1, 2, ... within a row; 0
-  is padding) from which the model builds a block-diagonal attention mask,
-  so no token attends across examples, and `cls_at` / `last_at` point at
-  each example's first and last token in the flattened [rows * length]
-  batch. The encoder computes the same function of each example as
-  unpacked; the rows processed per batch drop to about the real tokens.
+  With `pack=True`, a batch's sequences (an example's, or each of its
+  choices' for multiple choice) are instead packed first-fit-decreasing
+  into rows of one fixed length (the set's longest sequence, rounded up):
+  several short sequences share a row, each with its own positions (from
+  0) and `pack_ids` (1, 2, ... within a row; 0 is padding) from which the
+  model builds a block-diagonal attention mask, so no token attends across
+  sequences, and `cls_at` / `last_at` ([B], or [B, C] with choices) point at
+  each sequence's first and last token in the flattened [rows * length]
+  batch. With `unpack=True` as well (token-level tasks: spans, tags),
+  `unpack_at` [B, length] gives, for each example's position t, where its
+  token t sits in that flattened batch (its first token past its end), and
+  `example_mask` and the other per-token features ([B, length]) stay one
+  example a row: the model gathers the encoder's output back into that
+  layout, so heads and losses read it as unpacked. The encoder computes
+  the same function of each sequence as unpacked; the rows processed per
+  batch drop to about the real tokens.
 """
 
 from __future__ import annotations
@@ -133,7 +140,8 @@ class FeatureBatches(grain.MapDataset):
                num_epochs: float = 1.0, pad_to_multiple_of: int = 32,
                length_bucketing_window: int = 0,
                num_steps: int | None = None,
-               pack: bool = False, row_multiple: int = 1,
+               pack: bool = False, unpack: bool = False,
+               row_multiple: int = 1,
                process_index: int | None = None,
                process_count: int | None = None):
     super().__init__()
@@ -164,19 +172,26 @@ class FeatureBatches(grain.MapDataset):
     self.max_seq_length = mask.shape[-1]
     self.process_count = process_count
     self.pack = pack
+    self.unpack = unpack
     if pack:
       extra = [k for k in SEQUENCE_FEATURES if k in self._features
                and k not in ("input_ids", "input_mask", "segment_ids")]
-      if extra or mask.ndim != 2:
-        raise ValueError("packing is for one sequence per example with "
-                         f"sentence-level labels; these features have more "
-                         f"({extra or 'a choices axis'})")
+      if mask.ndim not in (2, 3) or (mask.ndim == 3 and (extra or unpack)):
+        raise ValueError("packing takes one sequence per example, or one "
+                         "per choice with example-level labels; these "
+                         f"features have {mask.shape} masks"
+                         f"{' and ' + ', '.join(extra) if extra else ''}")
+      if extra and not unpack:
+        raise ValueError(f"token-level features ({', '.join(extra)}) need "
+                         "unpack=True to be packed")
       m = pad_to_multiple_of
       self.pack_length = min(self.max_seq_length,
                              -(-int(self._lengths.max()) // m) * m)
       # Each host's rows split evenly over its devices; an even count on
       # one device halves the shapes compiled.
       self.row_multiple = max(row_multiple, 1)
+    elif unpack:
+      raise ValueError("unpack=True goes with pack=True")
     if train:
       self._len = (num_train_steps(n, global_batch_size, num_epochs)
                    if num_steps is None else num_steps)
@@ -271,9 +286,14 @@ class FeatureBatches(grain.MapDataset):
     """This host's examples packed into rows (see the module docstring)."""
     cap = self.pack_length
     b = self.local_batch_size
+    mask = self._features["input_mask"]
+    choices = mask.shape[1] if mask.ndim == 3 else 0
 
     def lengths_of(ex):
-      return np.where(ex >= 0, self._lengths[np.maximum(ex, 0)], 0)
+      """[len(ex) * max(choices, 1)] sequence lengths, 0 for padding."""
+      per = mask[np.maximum(ex, 0)].reshape(len(ex), -1, mask.shape[-1])
+      n = per.sum(-1) * (ex >= 0)[:, None]
+      return n.reshape(-1)
 
     # Every host packs every host's share, so all agree on the row count.
     rows = max(pack_rows(lengths_of(idx[p * b:(p + 1) * b]), cap)[2]
@@ -284,17 +304,33 @@ class FeatureBatches(grain.MapDataset):
     out = {k: np.zeros((rows, cap), np.int32)
            for k in ("input_ids", "input_mask", "segment_ids",
                      "position_ids", "pack_ids")}
+    flat = {k: self._features[k].reshape(-1, self.max_seq_length)
+            for k in ("input_ids", "input_mask", "segment_ids")}
+    per_example = max(choices, 1)
     slot = np.zeros(rows, np.int32)
     for i in np.nonzero(lengths)[0]:
       r, o, n = row[i], offset[i], lengths[i]
+      src = mine[i // per_example] * per_example + i % per_example
       slot[r] += 1
-      for k in ("input_ids", "input_mask", "segment_ids"):
-        out[k][r, o:o + n] = self._features[k][mine[i], :n]
+      for k, v in flat.items():
+        out[k][r, o:o + n] = v[src, :n]
       out["position_ids"][r, o:o + n] = np.arange(n)
       out["pack_ids"][r, o:o + n] = slot[r]
     first = (self.process_index * rows + row) * cap + offset
-    out["cls_at"] = first.astype(np.int32)
-    out["last_at"] = (first + np.maximum(lengths - 1, 0)).astype(np.int32)
+    last = first + np.maximum(lengths - 1, 0)
+    shape = (len(mine), choices) if choices else (len(mine),)
+    out["cls_at"] = first.astype(np.int32).reshape(shape)
+    out["last_at"] = last.astype(np.int32).reshape(shape)
+    if self.unpack:
+      t = np.arange(cap)
+      inside = t[None] < lengths[:, None]
+      out["unpack_at"] = np.where(inside, first[:, None] + t[None],
+                                  first[:, None]).astype(np.int32)
+      out["example_mask"] = inside.astype(np.int32)
+      out.update({k: self._example_rows(v, mine, cap)
+                  for k, v in self._features.items()
+                  if k in SEQUENCE_FEATURES and k not in out
+                  and k not in ("input_ids", "input_mask", "segment_ids")})
     out.update({k: self._example_rows(v, mine, None)
                 for k, v in self._features.items()
                 if k not in SEQUENCE_FEATURES})

@@ -254,6 +254,28 @@ def _head_width(config: BertConfig, lstm: BiLSTM | None) -> int | None:
   return None if lstm is None else 2 * lstm.units
 
 
+def _no_lstm_when_packed(lstm: BiLSTM | None, packed) -> None:
+  if packed is not None and lstm is not None:
+    raise ValueError("a BiLSTM head reads whole rows: it cannot read "
+                     "packed examples")
+
+
+def packed_sequence(bert: model_lib.BertModel, input_ids: Array,
+                    segment_ids: Array, input_mask: Array,
+                    packed: dict[str, Array], *, rng: Array | None = None,
+                    ) -> tuple[Array, Array]:
+  """The encoder over packed rows (see `finetune.FeatureBatches`), its
+  output gathered back to one example a row: ([B, L, D], the [B, L] mask),
+  L the rows' length; `packed` holds `position_ids`, `pack_ids`,
+  `unpack_at` and `example_mask`."""
+  out = bert(input_ids, segment_ids, input_mask, rng=rng,
+             position_ids_BxL=packed["position_ids"],
+             pack_ids_BxL=packed["pack_ids"])
+  seq = out.sequence_output
+  seq = seq.reshape(-1, seq.shape[-1])[packed["unpack_at"]]
+  return seq, packed["example_mask"]
+
+
 class BertForSequenceClassification(nnx.Module):
   """GLUE: a linear layer on the pooled [CLS]; num_labels=1 is regression.
 
@@ -279,10 +301,8 @@ class BertForSequenceClassification(nnx.Module):
     each example's summary position); the logits are then one per example.
     """
     rng_bert, rng_drop = model_lib._split_key(rng, 2)
+    _no_lstm_when_packed(self.lstm, packed)
     if packed is not None:
-      if self.lstm is not None:
-        raise ValueError("a BiLSTM head reads whole rows: it cannot read "
-                         "packed examples")
       out = self.bert(input_ids, segment_ids, input_mask, rng=rng_bert,
                       position_ids_BxL=packed["position_ids"],
                       pack_ids_BxL=packed["pack_ids"],
@@ -315,9 +335,18 @@ class BertForQuestionAnswering(nnx.Module):
                                   _head_width(config, self.lstm))
 
   def __call__(self, input_ids: Array, segment_ids: Array, input_mask: Array,
-               *, rng: Array | None = None) -> tuple[Array, Array]:
-    seq = self.bert(input_ids, segment_ids, input_mask,
-                    rng=rng).sequence_output
+               *, rng: Array | None = None,
+               packed: dict[str, Array] | None = None
+               ) -> tuple[Array, Array]:
+    """`packed`: packed rows (see `packed_sequence`); the logits are then
+    [B, L] one example a row, as unpacked."""
+    _no_lstm_when_packed(self.lstm, packed)
+    if packed is not None:
+      seq, _ = packed_sequence(self.bert, input_ids, segment_ids, input_mask,
+                               packed, rng=rng)
+    else:
+      seq = self.bert(input_ids, segment_ids, input_mask,
+                      rng=rng).sequence_output
     if self.lstm is not None:
       seq = self.lstm(seq, input_mask)
     logits_BxLx2 = self.qa_outputs(seq).astype(jnp.float32)
@@ -355,8 +384,15 @@ class BertForTokenClassification(nnx.Module):
                                   _head_width(config, self.lstm))
 
   def encode(self, input_ids: Array, segment_ids: Array, input_mask: Array,
-             *, rng: Array | None = None) -> Array:
+             *, rng: Array | None = None,
+             packed: dict[str, Array] | None = None) -> Array:
     """What the BiLSTM (or the classifier) reads: [B, L, D or 4D]."""
+    if packed is not None:
+      if self.features:
+        raise ValueError("the feature-based model reads whole rows: it "
+                         "cannot read packed examples")
+      return packed_sequence(self.bert, input_ids, segment_ids, input_mask,
+                             packed, rng=rng)[0]
     if not self.features:
       return self.bert(input_ids, segment_ids, input_mask,
                        rng=rng).sequence_output
@@ -370,9 +406,14 @@ class BertForTokenClassification(nnx.Module):
                             weights)
 
   def __call__(self, input_ids: Array, segment_ids: Array, input_mask: Array,
-               *, rng: Array | None = None) -> Array:
+               *, rng: Array | None = None,
+               packed: dict[str, Array] | None = None) -> Array:
+    """`packed`: packed rows (see `packed_sequence`); the logits are then
+    [B, L, labels] one example a row, as unpacked."""
+    _no_lstm_when_packed(self.lstm, packed)
     rng_bert, rng_drop = model_lib._split_key(rng, 2)
-    seq = self.encode(input_ids, segment_ids, input_mask, rng=rng_bert)
+    seq = self.encode(input_ids, segment_ids, input_mask, rng=rng_bert,
+                      packed=packed)
     if self.lstm is not None:
       seq = self.lstm(seq, input_mask)
     seq = model_lib.dropout(seq, self.config.hidden_dropout_prob, rng_drop)
@@ -391,12 +432,23 @@ class BertForMultipleChoice(nnx.Module):
     self.classifier = _classifier(config, 1, rngs)
 
   def __call__(self, input_ids: Array, segment_ids: Array, input_mask: Array,
-               *, rng: Array | None = None) -> Array:
-    b, c, length = input_ids.shape
-    flat = lambda x: x.reshape(b * c, length)
+               *, rng: Array | None = None,
+               packed: dict[str, Array] | None = None) -> Array:
+    """`packed`: packed rows of every choice (`position_ids`, `pack_ids`,
+    and `pool_at` [B, C], each choice's summary position)."""
     rng_bert, rng_drop = model_lib._split_key(rng, 2)
-    pooled = self.bert(flat(input_ids), flat(segment_ids), flat(input_mask),
-                       rng=rng_bert).pooled_output
+    if packed is not None:
+      b, c = packed["pool_at"].shape
+      pooled = self.bert(input_ids, segment_ids, input_mask, rng=rng_bert,
+                         position_ids_BxL=packed["position_ids"],
+                         pack_ids_BxL=packed["pack_ids"],
+                         pool_at_N=packed["pool_at"].reshape(-1)
+                         ).pooled_output
+    else:
+      b, c, length = input_ids.shape
+      flat = lambda x: x.reshape(b * c, length)
+      pooled = self.bert(flat(input_ids), flat(segment_ids),
+                         flat(input_mask), rng=rng_bert).pooled_output
     pooled = model_lib.dropout(pooled, self.config.hidden_dropout_prob,
                                rng_drop)
     return self.classifier(pooled).astype(jnp.float32).reshape(b, c)

@@ -70,10 +70,11 @@ def base() -> ml_collections.ConfigDict:
   # Length bucketing: batches drawn from windows of this many batches,
   # sorted by length (0: off, batches as TF1 draws them).
   c.length_bucketing_window = 0
-  # Sentence-level classification (GLUE, custom; not with a BiLSTM): pack
-  # several examples into each row, attention kept within each example, so
-  # a batch costs about its real tokens (finetune.FeatureBatches). False:
-  # one example a row, as TF1 (and every other task here).
+  # Every task without a BiLSTM (GLUE, custom, SQuAD, SWAG, NER; not the
+  # feature-based NER): pack several sequences into each row, attention
+  # kept within each, so a batch costs about its real tokens
+  # (finetune.FeatureBatches); span and tag heads read their example's
+  # tokens gathered back. False: one sequence a row, as TF1.
   c.pack_sequences = True
 
   c.model = ml_collections.ConfigDict()

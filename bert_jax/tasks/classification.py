@@ -37,6 +37,7 @@ class ClassificationTask(finetuning.FinetuneTask):
   """A GLUE task (or `custom`) for the fine-tuning job."""
 
   objective = "classification"
+  can_pack = True
 
   def __init__(self, config):
     super().__init__(config)
@@ -112,32 +113,10 @@ class ClassificationTask(finetuning.FinetuneTask):
         cfg, self.num_labels, bilstm=True, lstm_units=c.lstm_units,
         lstm_layers=c.lstm_layers, rngs=rngs)
 
-  @property
-  def packs(self) -> bool:
-    """Examples packed into shared rows (`config.pack_sequences`)."""
-    return bool(self.config.get("pack_sequences", False)) and (
-        not self.uses_bilstm)
-
-  def batch_options(self, batch_sharding):
-    if not self.packs:
-      return {}
-    # Each host's rows must split evenly over its devices on the batch axis.
-    axes = batch_sharding.spec[0] if batch_sharding.spec else None
-    axes = () if axes is None else (
-        axes if isinstance(axes, tuple) else (axes,))
-    shards = int(np.prod([batch_sharding.mesh.shape[a] for a in axes]))
-    local = max(shards // jax.process_count(), 1)
-    return {"pack": True, "row_multiple": local if local > 1 else 2}
-
   def _logits(self, model, batch, rng):
-    packed = None
-    if "pack_ids" in batch:
-      causal = self.model_config().attention == "causal"
-      packed = {"position_ids": batch["position_ids"],
-                "pack_ids": batch["pack_ids"],
-                "pool_at": batch["last_at" if causal else "cls_at"]}
     return model(batch["input_ids"], batch["segment_ids"],
-                 batch["input_mask"], rng=rng, packed=packed)
+                 batch["input_mask"], rng=rng,
+                 packed=self.packed_inputs(batch))
 
   def _per_example_loss(self, logits, labels):
     """Squared error (regression) or cross-entropy, one value per row."""
@@ -161,12 +140,9 @@ class ClassificationTask(finetuning.FinetuneTask):
   def batch_spec(self, batch_size, seq_len=None):
     """Packed batches: at most one row per example (every example long)."""
     seq_len = seq_len or self.config.max_seq_length
-    rows = ("input_ids", "input_mask", "segment_ids") + (
-        ("position_ids", "pack_ids") if self.packs else ())
-    spec = {k: ((batch_size, seq_len), jnp.int32) for k in rows}
-    if self.packs:
-      spec.update({k: ((batch_size,), jnp.int32)
-                   for k in ("cls_at", "last_at")})
+    spec = (self.packed_spec(batch_size, seq_len) if self.packs else
+            {k: ((batch_size, seq_len), jnp.int32)
+             for k in ("input_ids", "input_mask", "segment_ids")})
     spec["labels"] = ((batch_size,),
                       jnp.float32 if self.regression else jnp.int32)
     spec["example_index"] = ((batch_size,), jnp.int32)

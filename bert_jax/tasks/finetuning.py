@@ -255,10 +255,67 @@ class FinetuneTask(base.Task):
                           lambda step: (c.train_batch_size,
                                         c.max_seq_length, 0))
 
+  # Tasks whose examples can share rows (`finetune.FeatureBatches`'s
+  # `pack`), and whose heads read every token (its `unpack`).
+  can_pack = False
+  token_level = False
+
+  @property
+  def packs(self) -> bool:
+    """Examples packed into shared rows (`config.pack_sequences`; never
+    under a BiLSTM, which reads whole rows)."""
+    return (self.can_pack and bool(self.config.get("pack_sequences", False))
+            and not self.uses_bilstm)
+
   def batch_options(self, batch_sharding) -> dict[str, Any]:
-    """Extra `FeatureBatches` arguments (packing, for tasks that pack)."""
-    del batch_sharding
-    return {}
+    """Extra `FeatureBatches` arguments: packing, for tasks that pack."""
+    if not self.packs:
+      return {}
+    # Each host's rows must split evenly over its devices on the batch axis.
+    axes = batch_sharding.spec[0] if batch_sharding.spec else None
+    axes = () if axes is None else (
+        axes if isinstance(axes, tuple) else (axes,))
+    shards = int(np.prod([batch_sharding.mesh.shape[a] for a in axes]))
+    local = max(shards // jax.process_count(), 1)
+    return {"pack": True, "unpack": self.token_level,
+            "row_multiple": local if local > 1 else 2}
+
+  def packed_inputs(self, batch) -> dict[str, Any] | None:
+    """What a head's `packed` argument takes from a packed batch (None for
+    an unpacked one): the summary position of a causal (LTR) encoder is
+    each sequence's last token, [CLS] otherwise."""
+    if "pack_ids" not in batch:
+      return None
+    causal = self.model_config().attention == "causal"
+    out = {"position_ids": batch["position_ids"],
+           "pack_ids": batch["pack_ids"],
+           "pool_at": batch["last_at" if causal else "cls_at"]}
+    if "unpack_at" in batch:
+      out.update(unpack_at=batch["unpack_at"],
+                 example_mask=batch["example_mask"])
+    return out
+
+  @staticmethod
+  def example_mask(batch):
+    """[B, L]: each example's own tokens, packed or not."""
+    return batch.get("example_mask", batch["input_mask"])
+
+  def packed_spec(self, batch_size: int, seq_len: int, sequences: int = 1
+                  ) -> dict[str, tuple[tuple[int, ...], Any]]:
+    """`batch_spec`'s arrays of a packed batch at its largest (every
+    sequence a row of its own): the rows, the summary positions, and for
+    token-level tasks the gather map and each example's mask."""
+    import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+    rows = batch_size * sequences
+    spec = {k: ((rows, seq_len), jnp.int32)
+            for k in ("input_ids", "input_mask", "segment_ids",
+                      "position_ids", "pack_ids")}
+    at = (batch_size, sequences) if sequences > 1 else (batch_size,)
+    spec.update({k: (at, jnp.int32) for k in ("cls_at", "last_at")})
+    if self.token_level:
+      spec.update({k: ((batch_size, seq_len), jnp.int32)
+                   for k in ("unpack_at", "example_mask")})
+    return spec
 
   def split_outputs(self, run_eval, split: Split,
                     keys: Sequence[str] = ("logits",)

@@ -285,6 +285,8 @@ class NerTask(finetuning.FinetuneTask):
   """CoNLL-2003 NER: fine-tuned, + BiLSTM, or feature-based (Table 7)."""
 
   objective = "token_classification"
+  can_pack = True
+  token_level = True
 
   def __init__(self, config):
     super().__init__(config)
@@ -378,7 +380,8 @@ class NerTask(finetuning.FinetuneTask):
 
   def _logits(self, model, batch, rng):
     return model(batch["input_ids"], batch["segment_ids"],
-                 batch["input_mask"], rng=rng)
+                 batch["input_mask"], rng=rng,
+                 packed=self.packed_inputs(batch))
 
   def denominators(self, batch):
     return (jnp.sum(batch["label_weights"]),)
@@ -403,8 +406,10 @@ class NerTask(finetuning.FinetuneTask):
 
   def batch_spec(self, batch_size, seq_len=None):
     seq_len = seq_len or self.config.max_seq_length
-    spec = {k: ((batch_size, seq_len), jnp.int32)
-            for k in ("input_ids", "input_mask", "segment_ids", "label_ids")}
+    spec = (self.packed_spec(batch_size, seq_len) if self.packs else
+            {k: ((batch_size, seq_len), jnp.int32)
+             for k in ("input_ids", "input_mask", "segment_ids")})
+    spec["label_ids"] = ((batch_size, seq_len), jnp.int32)
     spec["label_weights"] = ((batch_size, seq_len), jnp.float32)
     spec["example_index"] = ((batch_size,), jnp.int32)
     return spec

@@ -667,6 +667,8 @@ class SquadTask(finetuning.FinetuneTask):
   """SQuAD 1.1 (`squad11`) or 2.0 (`squad20`) for the fine-tuning job."""
 
   objective = "squad"
+  can_pack = True
+  token_level = True
 
   def __init__(self, config):
     super().__init__(config)
@@ -759,12 +761,13 @@ class SquadTask(finetuning.FinetuneTask):
 
   def _logits(self, model, batch, rng):
     start, end = model(batch["input_ids"], batch["segment_ids"],
-                       batch["input_mask"], rng=rng)
+                       batch["input_mask"], rng=rng,
+                       packed=self.packed_inputs(batch))
     return start, end
 
   def loss(self, model, batch, rng, denominators=None):
     start, end = self._logits(model, batch, rng)
-    mask = batch["input_mask"]
+    mask = self.example_mask(batch)
     n = (denominators[0] if denominators is not None
          else jnp.float32(start.shape[0]))
     start, end = _masked(start, mask), _masked(end, mask)
@@ -781,14 +784,13 @@ class SquadTask(finetuning.FinetuneTask):
 
   def batch_spec(self, batch_size, seq_len=None):
     seq_len = seq_len or self.config.max_seq_length
-    return {
-        "input_ids": ((batch_size, seq_len), jnp.int32),
-        "input_mask": ((batch_size, seq_len), jnp.int32),
-        "segment_ids": ((batch_size, seq_len), jnp.int32),
-        "start_positions": ((batch_size,), jnp.int32),
-        "end_positions": ((batch_size,), jnp.int32),
-        "example_index": ((batch_size,), jnp.int32),
-    }
+    spec = (self.packed_spec(batch_size, seq_len) if self.packs else
+            {k: ((batch_size, seq_len), jnp.int32)
+             for k in ("input_ids", "input_mask", "segment_ids")})
+    spec.update({k: ((batch_size,), jnp.int32)
+                 for k in ("start_positions", "end_positions",
+                           "example_index")})
+    return spec
 
   # -- evaluation --------------------------------------------------------
 

@@ -184,6 +184,7 @@ class SwagTask(finetuning.FinetuneTask):
   """SWAG for the fine-tuning job (`configs/finetune.py:swag`)."""
 
   objective = "multiple_choice"
+  can_pack = True
 
   def __init__(self, config):
     super().__init__(config)
@@ -227,7 +228,8 @@ class SwagTask(finetuning.FinetuneTask):
 
   def _logits(self, model, batch, rng):
     return model(batch["input_ids"], batch["segment_ids"],
-                 batch["input_mask"], rng=rng)
+                 batch["input_mask"], rng=rng,
+                 packed=self.packed_inputs(batch))
 
   def loss(self, model, batch, rng, denominators=None):
     logits_BxC = self._logits(model, batch, rng)
@@ -245,13 +247,12 @@ class SwagTask(finetuning.FinetuneTask):
   def batch_spec(self, batch_size, seq_len=None):
     seq_len = seq_len or self.config.max_seq_length
     shape = (batch_size, NUM_CHOICES, seq_len)
-    return {
-        "input_ids": (shape, jnp.int32),
-        "input_mask": (shape, jnp.int32),
-        "segment_ids": (shape, jnp.int32),
-        "labels": ((batch_size,), jnp.int32),
-        "example_index": ((batch_size,), jnp.int32),
-    }
+    spec = (self.packed_spec(batch_size, seq_len, NUM_CHOICES) if self.packs
+            else {k: (shape, jnp.int32)
+                  for k in ("input_ids", "input_mask", "segment_ids")})
+    spec.update({k: ((batch_size,), jnp.int32)
+                 for k in ("labels", "example_index")})
+    return spec
 
   # -- evaluation ----------------------------------------------------------
 
