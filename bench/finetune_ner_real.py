@@ -251,9 +251,30 @@ def run_one(args, variant: str, data_dir: str) -> dict:
     return json.load(f)
 
 
+# Table 7's rows (experiments/paper_tables.json) for the variants here.
+TABLE7_ROWS = {
+    "bert_jax": "BERT-Base fine-tuned",
+    "bert_jax_doc": "BERT-Base fine-tuned",
+    "features:embeddings": "feature-based: embeddings",
+    "features:second_to_last": "feature-based: second-to-last hidden",
+    "features:last": "feature-based: last hidden",
+    "features:sum_last4": "feature-based: weighted sum last four",
+    "features:concat_last4": "feature-based: concat last four",
+    "features:sum_all": "feature-based: weighted sum all 12",
+}
+
+
+def paper_dev_f1(variant: str) -> str:
+  with open(os.path.join(REPO, "experiments", "paper_tables.json")) as f:
+    rows = json.load(f)["table7_ner"]["rows"]
+  row = TABLE7_ROWS.get(variant)
+  return f"{rows[row][0]:.1f}" if row else ""
+
+
 def table(rows, seeds) -> str:
   """Markdown: per variant, dev / test entity F1 (mean +- sample std over
-  the seeds) and the mean training seconds."""
+  the seeds), the mean training seconds, and the paper's dev F1 for the
+  variant's row of Table 7 (BERT-Base, full CoNLL-2003)."""
 
   def cell(values):
     v = 100 * np.asarray(values, np.float64)
@@ -261,14 +282,14 @@ def table(rows, seeds) -> str:
             else f"{v[0]:.2f}")
 
   lines = [f"seeds {','.join(map(str, seeds))}; F1 mean +- sample std",
-           "", "| variant | dev F1 | test F1 | train s | steps |",
-           "|---|---|---|---|---|"]
+           "", "| variant | dev F1 | test F1 | train s | steps | paper dev F1 |",
+           "|---|---|---|---|---|---|"]
   for variant, runs in rows:
     lines.append(
         f"| {variant} | {cell([r['eval_f1'] for r in runs])} | "
         f"{cell([r.get('eval_test_f1', float('nan')) for r in runs])} | "
         f"{np.mean([r['train_seconds'] for r in runs]):.0f} | "
-        f"{runs[0].get('steps')} |")
+        f"{runs[0].get('steps')} | {paper_dev_f1(variant)} |")
   return "\n".join(lines) + "\n"
 
 
