@@ -195,6 +195,8 @@ def command(args, variant: str, data_dir: str, workdir: str) -> list[str]:
     extra.append("--config.document_context=true")
   elif variant.startswith("features:"):
     arg = f"task=conll2003,features={variant.split(':', 1)[1]}"
+    if args.lstm_units:
+      extra.append(f"--config.lstm_units={args.lstm_units}")
   elif variant != "bert_jax":
     raise SystemExit(f"unknown variant {variant!r}")
   lr = (args.features_learning_rate if variant.startswith("features:")
@@ -224,6 +226,10 @@ def run(args) -> None:
       runs.append(run_one(args, variant, data_dir))
     rows.append((variant, runs))
   report = table(rows, seeds)
+  if any(v.startswith("features:") for v, _ in rows):
+    report += (f"\nfeatures variants: encoder frozen, a 2-layer BiLSTM of "
+               f"{args.lstm_units or 768} units a direction, lr "
+               f"{args.features_learning_rate}\n")
   print(report)
   with open(os.path.join(args.out_dir, "report.md"), "w") as f:
     f.write(report)
@@ -231,8 +237,11 @@ def run(args) -> None:
 
 def run_one(args, variant: str, data_dir: str) -> dict:
   """One variant at `args.seed` (skipped if its results.json exists)."""
-  workdir = os.path.join(os.path.abspath(args.out_dir), "runs",
-                         variant.replace(":", "_"), f"seed{args.seed}")
+  name = variant.replace(":", "_")
+  if variant.startswith("features:") and args.lstm_units:
+    name += f"_lstm{args.lstm_units}"
+  workdir = os.path.join(os.path.abspath(args.out_dir), "runs", name,
+                         f"seed{args.seed}")
   results_path = os.path.join(workdir, "results.json")
   if not os.path.isfile(results_path):
     os.makedirs(workdir, exist_ok=True)
@@ -306,6 +315,9 @@ def parse_args(argv=None):
                  help="keep the first N dev and test documents (0: all)")
   p.add_argument("--learning_rate", type=float, default=5e-5)
   p.add_argument("--features_learning_rate", type=float, default=1e-3)
+  p.add_argument("--lstm_units", type=int, default=0,
+                 help="features variants: units a direction of the BiLSTM "
+                      "(0: the config's, the paper's 768)")
   p.add_argument("--num_train_epochs", type=float, default=3.0)
   p.add_argument("--train_batch_size", type=int, default=32)
   p.add_argument("--max_seq_length", type=int, default=128)
