@@ -84,7 +84,8 @@ class Cell:
   """
   source: str
   key: str = ""
-  percent: bool = True  # a fraction in results.json, a percentage in the paper
+  percent: bool = True  # a percentage in the paper
+  fraction: bool = True  # (percent cells) a fraction in results.json
 
 
 @dataclasses.dataclass(frozen=True)
@@ -248,9 +249,18 @@ def _row(name: str, pretrain: Pretrain, tasks: Mapping[str, Finetune | None],
   """columns: column -> (a key of tasks, result key); tasks that a scale
   lacks (None) leave their columns out."""
   finetunes = {k: v for k, v in tasks.items() if v is not None}
-  cells = {col: Cell(src, key) for col, (src, key) in columns.items()
-           if src in finetunes}
+  cells = {col: Cell(src, key,
+                     fraction=not reports_percent(finetunes[src].task))
+           for col, (src, key) in columns.items() if src in finetunes}
   return Row(name, pretrain, finetunes, cells, note)
+
+
+def reports_percent(task: str) -> bool:
+  """Whether a configs/finetune.py task's results.json metrics are already
+  percentages (SQuAD's, as the official evaluate scripts print them)
+  rather than fractions (GLUE, SWAG, NER)."""
+  name = task.split(",")[0].removeprefix("task=")
+  return name in ("squad11", "squad20")
 
 
 def _missing(rows: tuple[Row, ...], columns: tuple[str, ...],

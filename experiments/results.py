@@ -73,7 +73,7 @@ def _read(path: str) -> dict | None:
 def cell_values(root: str, row: defs.Row, cell: defs.Cell
                 ) -> tuple[tuple[float, ...], str]:
   """(values, why there are none) of a pre-training or fine-tuning cell."""
-  scale = 100.0 if cell.percent else 1.0
+  scale = 100.0 if cell.percent and cell.fraction else 1.0
   if cell.source == "pretrain":
     path = os.path.join(jobs.pretrain_dir(root, row.pretrain), "results.json")
     result = _read(path)

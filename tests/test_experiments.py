@@ -495,3 +495,27 @@ def test_runner_with_a_gcs_root(gcs, tmp_path, monkeypatch):
   assert all(j.workdir.startswith("gs://b/exp/") for j in graph)
   assert any("--config.data_dir=gs://b/data/glue_data/MNLI" in " ".join(
       j.argv) for j in graph if j.kind == "finetune")
+
+
+@pytest.mark.parametrize("scale", ["small", "paper"])
+def test_squad_cells_are_already_percentages(tmp_path, scale):
+  """SQuAD's results.json holds EM/F1 in percent (the official scripts'),
+  GLUE's and SWAG's accuracies as fractions: collect scales only the
+  latter."""
+  table = defs.get("table2", scale)
+  row = next(r for r in table.rows if "dev F1" in r.cells)
+  cell = row.cells["dev F1"]
+  assert not cell.fraction
+  d = jobs.finetune_dir(str(tmp_path), row.pretrain,
+                        row.finetunes[cell.source])
+  os.makedirs(d)
+  f = row.finetunes[cell.source]
+  with open(os.path.join(d, "grid.json"), "w") as out:
+    json.dump(_grid_json([81.0, 83.0, 85.0][:len(f.grid.seeds)], "eval_f1",
+                         {"eval_exact_match": 70.0}, f.grid), out)
+  values, why = results.cell_values(str(tmp_path), row, cell)
+  assert why == "" and values == pytest.approx(
+      tuple([81.0, 83.0, 85.0][:len(f.grid.seeds)]))
+  swag = defs.get("table4", scale)
+  swag_row = next(r for r in swag.rows if r.cells)
+  assert all(c.fraction for c in swag_row.cells.values())
