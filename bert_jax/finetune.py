@@ -168,7 +168,10 @@ class FeatureBatches(grain.MapDataset):
                        "must be >= 0 (0: off)")
     self.window = length_bucketing_window if train else 0
     mask = self._features["input_mask"]
-    self._lengths = mask.reshape(n, -1, mask.shape[-1]).sum(-1).max(-1)
+    # [n, sequences an example]: each sequence's length (one sequence an
+    # example, or one per choice); an example's length is its longest.
+    self._seq_lengths = mask.reshape(n, -1, mask.shape[-1]).sum(-1)
+    self._lengths = self._seq_lengths.max(-1)
     self.max_seq_length = mask.shape[-1]
     self.process_count = process_count
     self.pack = pack
@@ -291,9 +294,8 @@ class FeatureBatches(grain.MapDataset):
 
     def lengths_of(ex):
       """[len(ex) * max(choices, 1)] sequence lengths, 0 for padding."""
-      per = mask[np.maximum(ex, 0)].reshape(len(ex), -1, mask.shape[-1])
-      n = per.sum(-1) * (ex >= 0)[:, None]
-      return n.reshape(-1)
+      return (self._seq_lengths[np.maximum(ex, 0)]
+              * (ex >= 0)[:, None]).reshape(-1)
 
     # Every host packs every host's share, so all agree on the row count.
     rows = max(pack_rows(lengths_of(idx[p * b:(p + 1) * b]), cap)[2]
@@ -329,8 +331,7 @@ class FeatureBatches(grain.MapDataset):
       out["example_mask"] = inside.astype(np.int32)
       out.update({k: self._example_rows(v, mine, cap)
                   for k, v in self._features.items()
-                  if k in SEQUENCE_FEATURES and k not in out
-                  and k not in ("input_ids", "input_mask", "segment_ids")})
+                  if k in SEQUENCE_FEATURES and k not in out})
     out.update({k: self._example_rows(v, mine, None)
                 for k, v in self._features.items()
                 if k not in SEQUENCE_FEATURES})

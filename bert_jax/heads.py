@@ -263,17 +263,16 @@ def _no_lstm_when_packed(lstm: BiLSTM | None, packed) -> None:
 def packed_sequence(bert: model_lib.BertModel, input_ids: Array,
                     segment_ids: Array, input_mask: Array,
                     packed: dict[str, Array], *, rng: Array | None = None,
-                    ) -> tuple[Array, Array]:
+                    ) -> Array:
   """The encoder over packed rows (see `finetune.FeatureBatches`), its
-  output gathered back to one example a row: ([B, L, D], the [B, L] mask),
-  L the rows' length; `packed` holds `position_ids`, `pack_ids`,
-  `unpack_at` and `example_mask`."""
+  output gathered back to one example a row: [B, L, D], L the rows'
+  length (`example_mask` [B, L] says which positions are the example's);
+  `packed` holds `position_ids`, `pack_ids` and `unpack_at`."""
   out = bert(input_ids, segment_ids, input_mask, rng=rng,
              position_ids_BxL=packed["position_ids"],
              pack_ids_BxL=packed["pack_ids"])
   seq = out.sequence_output
-  seq = seq.reshape(-1, seq.shape[-1])[packed["unpack_at"]]
-  return seq, packed["example_mask"]
+  return seq.reshape(-1, seq.shape[-1])[packed["unpack_at"]]
 
 
 class BertForSequenceClassification(nnx.Module):
@@ -342,8 +341,8 @@ class BertForQuestionAnswering(nnx.Module):
     [B, L] one example a row, as unpacked."""
     _no_lstm_when_packed(self.lstm, packed)
     if packed is not None:
-      seq, _ = packed_sequence(self.bert, input_ids, segment_ids, input_mask,
-                               packed, rng=rng)
+      seq = packed_sequence(self.bert, input_ids, segment_ids, input_mask,
+                            packed, rng=rng)
     else:
       seq = self.bert(input_ids, segment_ids, input_mask,
                       rng=rng).sequence_output
@@ -392,7 +391,7 @@ class BertForTokenClassification(nnx.Module):
         raise ValueError("the feature-based model reads whole rows: it "
                          "cannot read packed examples")
       return packed_sequence(self.bert, input_ids, segment_ids, input_mask,
-                             packed, rng=rng)[0]
+                             packed, rng=rng)
     if not self.features:
       return self.bert(input_ids, segment_ids, input_mask,
                        rng=rng).sequence_output

@@ -26,6 +26,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from bert_jax import finetune
@@ -291,8 +292,7 @@ class FinetuneTask(base.Task):
            "pack_ids": batch["pack_ids"],
            "pool_at": batch["last_at" if causal else "cls_at"]}
     if "unpack_at" in batch:
-      out.update(unpack_at=batch["unpack_at"],
-                 example_mask=batch["example_mask"])
+      out["unpack_at"] = batch["unpack_at"]
     return out
 
   @staticmethod
@@ -305,7 +305,6 @@ class FinetuneTask(base.Task):
     """`batch_spec`'s arrays of a packed batch at its largest (every
     sequence a row of its own): the rows, the summary positions, and for
     token-level tasks the gather map and each example's mask."""
-    import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
     rows = batch_size * sequences
     spec = {k: ((rows, seq_len), jnp.int32)
             for k in ("input_ids", "input_mask", "segment_ids",
