@@ -259,8 +259,8 @@ def reports_percent(task: str) -> bool:
   """Whether a configs/finetune.py task's results.json metrics are already
   percentages (SQuAD's, as the official evaluate scripts print them)
   rather than fractions (GLUE, SWAG, NER)."""
-  name = task.split(",")[0].removeprefix("task=")
-  return name in ("squad11", "squad20")
+  from configs import finetune  # pylint: disable=g-import-not-at-top
+  return finetune.parse_arg(task)["task"] in ("squad11", "squad20")
 
 
 def _missing(rows: tuple[Row, ...], columns: tuple[str, ...],
