@@ -292,9 +292,9 @@ def test_entity_scores_match_conlleval_by_hand_and_seqeval():
   # European Union (ORG); John Smith (PER), Mary Jones (PER, B- because
   # it touches the first) = 7. Guessed: U.N., Ekeus, Baghdad as PER;
   # Germany, "European" alone; one 4-word PER = 6. Correct: U.N., Ekeus,
-  # Germany = 3. conlleval would print: processed 19 tokens with 7
-  # phrases; found: 6 phrases; correct: 3. accuracy: 84.21%; precision:
-  # 50.00%; recall: 42.86%; FB1: 46.15.
+  # Germany = 3. conlleval.pl printed (run on this file, 2026-12-05):
+  # processed 19 tokens with 7 phrases; found: 6 phrases; correct: 3.
+  # accuracy: 84.21%; precision: 50.00%; recall: 42.86%; FB1: 46.15.
   gold = [["I-ORG", "O", "I-PER", "O", "O", "I-LOC", "O"],
           ["I-LOC", "O", "O", "O", "O", "I-ORG", "I-ORG"],
           ["I-PER", "I-PER", "B-PER", "I-PER", "O"]]
@@ -332,6 +332,51 @@ def test_entity_scores_match_conlleval_by_hand_and_seqeval():
     np.testing.assert_allclose(m["eval_accuracy"], right / tokens)
     np.testing.assert_allclose(
         m["eval_f1"], seqeval_metrics.f1_score(gold, guess, zero_division=0))
+
+
+CONLLEVAL_DATA = os.path.join(os.path.dirname(__file__), "testdata",
+                              "conlleval")
+
+
+def test_entity_scores_match_conlleval_published_output(tmp_path):
+  # The CoNLL-2000 example output's first 961 tokens, whose conlleval
+  # output is published (testdata/conlleval/README.md): processed 961
+  # tokens with 459 phrases; found: 539 phrases; correct: 371. accuracy:
+  # 84.08%; precision: 68.83%; recall: 80.83%; FB1: 74.35. Its guesses
+  # open chunks with I- after O and at sentence starts, which conlleval
+  # counts as chunk starts.
+  with open(os.path.join(CONLLEVAL_DATA,
+                         "conll2000-example-output.tags")) as f:
+    rows = [[t.partition("/") for t in line.split()] for line in f]
+  sentences = [ner.Sentence(f"dev-{i}", ["w"] * len(r), [g for g, _, _ in r],
+                            0, 0) for i, r in enumerate(rows)]
+  guesses = [[p or g for g, _, p in r] for r in rows]
+  # Through the predictions file the task writes for conlleval, read back
+  # as conlleval reads it: the last two columns, sentences at blank lines.
+  path = ner.write_conll_predictions(str(tmp_path / "out" / "dev.txt"),
+                                     sentences, guesses)
+  gold, guess = [[]], [[]]
+  with open(path) as f:
+    for line in f:
+      fields = line.split()
+      if not fields:
+        gold.append([])
+        guess.append([])
+        continue
+      gold[-1].append(fields[-2])
+      guess[-1].append(fields[-1])
+  gold, guess = gold[:-1], guess[:-1]
+  assert len(gold) == 40 and sum(map(len, gold)) == 961
+
+  assert conlleval_counts(gold, guess) == (371, 459, 539, 808, 961)
+  m = ner.entity_scores(gold, guess)
+  np.testing.assert_allclose(m["eval_precision"], 371 / 539)
+  np.testing.assert_allclose(m["eval_recall"], 371 / 459)
+  np.testing.assert_allclose(m["eval_f1"], 2 * 371 / (539 + 459))
+  np.testing.assert_allclose(m["eval_accuracy"], 808 / 961)
+  assert [round(100 * m[k], 2) for k in ("eval_accuracy", "eval_precision",
+                                         "eval_recall", "eval_f1")] == [
+                                             84.08, 68.83, 80.83, 74.35]
 
 
 # -- the heads: BiLSTM and Table 7's features --------------------------------
