@@ -286,6 +286,22 @@ def conlleval_counts(gold, predicted):
   return correct_chunk, found_correct, found_guessed, correct_tags, tokens
 
 
+def assert_conlleval_printed(gold, guess, counts, percentages):
+  """conlleval's printout, `counts` (correct, gold, found phrases; correct
+  tags, tokens) and `percentages` (accuracy, precision, recall, FB1): the
+  port counts the same and entity_scores gives the same fractions."""
+  assert conlleval_counts(gold, guess) == counts
+  correct, n_gold, n_guess, right, tokens = counts
+  m = ner.entity_scores(gold, guess)
+  np.testing.assert_allclose(m["eval_precision"], correct / n_guess)
+  np.testing.assert_allclose(m["eval_recall"], correct / n_gold)
+  np.testing.assert_allclose(m["eval_f1"], 2 * correct / (n_guess + n_gold))
+  np.testing.assert_allclose(m["eval_accuracy"], right / tokens)
+  assert [round(100 * m[k], 2) for k in ("eval_accuracy", "eval_precision",
+                                         "eval_recall", "eval_f1")] == (
+                                             percentages)
+
+
 def test_entity_scores_match_conlleval_by_hand_and_seqeval():
   # A known file in IOB1 (CoNLL-2003's scheme), counted by hand:
   # gold chunks: U.N. (ORG), Ekeus (PER), Baghdad (LOC); Germany (LOC),
@@ -301,15 +317,8 @@ def test_entity_scores_match_conlleval_by_hand_and_seqeval():
   guess = [["I-ORG", "O", "I-PER", "O", "O", "I-PER", "O"],
            ["I-LOC", "O", "O", "O", "O", "I-ORG", "O"],
            ["I-PER", "I-PER", "I-PER", "I-PER", "O"]]
-  assert conlleval_counts(gold, guess) == (3, 7, 6, 16, 19)
-  m = ner.entity_scores(gold, guess)
-  np.testing.assert_allclose(m["eval_precision"], 3 / 6)
-  np.testing.assert_allclose(m["eval_recall"], 3 / 7)
-  np.testing.assert_allclose(m["eval_f1"], 2 * 3 / (6 + 7))
-  np.testing.assert_allclose(m["eval_accuracy"], 16 / 19)
-  assert [round(100 * m[k], 2) for k in ("eval_accuracy", "eval_precision",
-                                         "eval_recall", "eval_f1")] == [
-                                             84.21, 50.0, 42.86, 46.15]
+  assert_conlleval_printed(gold, guess, (3, 7, 6, 16, 19),
+                           [84.21, 50.0, 42.86, 46.15])
 
   # Random IOB1 / IOB2 / ill-formed sequences: the conlleval port and
   # seqeval agree with what we report.
@@ -368,15 +377,8 @@ def test_entity_scores_match_conlleval_published_output(tmp_path):
   gold, guess = gold[:-1], guess[:-1]
   assert len(gold) == 40 and sum(map(len, gold)) == 961
 
-  assert conlleval_counts(gold, guess) == (371, 459, 539, 808, 961)
-  m = ner.entity_scores(gold, guess)
-  np.testing.assert_allclose(m["eval_precision"], 371 / 539)
-  np.testing.assert_allclose(m["eval_recall"], 371 / 459)
-  np.testing.assert_allclose(m["eval_f1"], 2 * 371 / (539 + 459))
-  np.testing.assert_allclose(m["eval_accuracy"], 808 / 961)
-  assert [round(100 * m[k], 2) for k in ("eval_accuracy", "eval_precision",
-                                         "eval_recall", "eval_f1")] == [
-                                             84.08, 68.83, 80.83, 74.35]
+  assert_conlleval_printed(gold, guess, (371, 459, 539, 808, 961),
+                           [84.08, 68.83, 80.83, 74.35])
 
 
 # -- the heads: BiLSTM and Table 7's features --------------------------------
