@@ -26,7 +26,9 @@ The report (stdout and OUT/report.md) gives dev and test entity F1 and the
 training time of each run (`train_seconds` from its results.json; for
 bert_jax it includes compiling each batch shape; bert_jax packs sentences
 into shared rows, its default, except the feature-based variants, whose
-BiLSTM reads whole rows), mean +- sample std over `--seeds`.
+BiLSTM reads whole rows), mean +- sample std over `--seeds`. A finished
+run is reused while its command (recipe, model, seed) and the data's digest
+are the ones it ran with (`ran_with.json`); otherwise it is run again.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -223,7 +226,7 @@ def run(args) -> None:
     runs = []
     for seed in seeds:
       args.seed = seed
-      runs.append(run_one(args, variant, data_dir))
+      runs.append(run_one(args, variant, data_dir, meta["digest"]))
     rows.append((variant, runs))
   report = table(rows, seeds)
   if any(v.startswith("features:") for v, _ in rows):
@@ -235,27 +238,41 @@ def run(args) -> None:
     f.write(report)
 
 
-def run_one(args, variant: str, data_dir: str) -> dict:
-  """One variant at `args.seed` (skipped if its results.json exists)."""
+def run_one(args, variant: str, data_dir: str, data_digest: str) -> dict:
+  """One variant at `args.seed`: its results.json reused while the command
+  (recipe, model, seed) and the data's digest are those it ran with;
+  otherwise the workdir is cleared and the run done again."""
   name = variant.replace(":", "_")
   if variant.startswith("features:") and args.lstm_units:
     name += f"_lstm{args.lstm_units}"
   workdir = os.path.join(os.path.abspath(args.out_dir), "runs", name,
                          f"seed{args.seed}")
   results_path = os.path.join(workdir, "results.json")
-  if not os.path.isfile(results_path):
-    os.makedirs(workdir, exist_ok=True)
-    cmd = command(args, variant, data_dir, workdir)
-    print(" ".join(cmd), flush=True)
-    start = time.perf_counter()
-    with open(os.path.join(workdir, "log.txt"), "w") as log:
-      rc = subprocess.run(cmd, cwd=REPO, stdout=log,
-                          stderr=subprocess.STDOUT).returncode
-    if rc or not os.path.isfile(results_path):
-      raise SystemExit(f"{variant} failed (exit {rc}); see "
-                       f"{workdir}/log.txt")
-    print(f"{variant} seed {args.seed}: {time.perf_counter() - start:.0f}s",
-          flush=True)
+  ran_with_path = os.path.join(workdir, "ran_with.json")
+  cmd = command(args, variant, data_dir, workdir)
+  ran_with = {"command": cmd, "data_digest": data_digest}
+  if os.path.isfile(results_path) and os.path.isfile(ran_with_path):
+    with open(ran_with_path) as f:
+      recorded = json.load(f)
+    if recorded == ran_with:
+      print(f"{variant} seed {args.seed}: cached", flush=True)
+      with open(results_path) as f:
+        return json.load(f)
+  if os.path.isdir(workdir):
+    shutil.rmtree(workdir)  # other data, another recipe or unfinished
+  os.makedirs(workdir)
+  print(" ".join(cmd), flush=True)
+  start = time.perf_counter()
+  with open(os.path.join(workdir, "log.txt"), "w") as log:
+    rc = subprocess.run(cmd, cwd=REPO, stdout=log,
+                        stderr=subprocess.STDOUT).returncode
+  if rc or not os.path.isfile(results_path):
+    raise SystemExit(f"{variant} failed (exit {rc}); see "
+                     f"{workdir}/log.txt")
+  print(f"{variant} seed {args.seed}: {time.perf_counter() - start:.0f}s",
+        flush=True)
+  with open(ran_with_path, "w") as f:
+    json.dump(ran_with, f, indent=2)
   with open(results_path) as f:
     return json.load(f)
 
