@@ -71,7 +71,16 @@ class Finetune:
   @property
   def slug(self) -> str:
     at = "" if self.init_step is None else f"@{self.init_step}"
-    return slug(f"{self.task}{at}")
+    # `custom` reads whichever set it is given (small scale: MNLI's and
+    # SST-2's stand-ins): its set is part of the name.
+    reads = "" if config_task(self.task) != "custom" else f",{self.data}"
+    return slug(f"{self.task}{reads}{at}")
+
+
+def config_task(arg: str) -> str:
+  """The task a `configs/finetune.py` argument selects."""
+  from configs import finetune  # pylint: disable=g-import-not-at-top
+  return finetune.parse_arg(arg)["task"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -241,6 +250,10 @@ class Scale:
       # Windows of 128 tokens: a stride of 64 keeps them overlapping (the
       # paper's 128 is for 384-token windows).
       overrides += (("doc_stride", 64),)
+    if "bilstm=true" in extra or "features=" in extra:
+      # The paper's 768 units a direction are BERT-Base's width: the small
+      # models' BiLSTM is as wide as their encoder (0).
+      overrides += (("lstm_units", 0),)
     return Finetune(arg, data, SMALL_GRID, metric, overrides, init_step)
 
 
@@ -259,8 +272,7 @@ def reports_percent(task: str) -> bool:
   """Whether a configs/finetune.py task's results.json metrics are already
   percentages (SQuAD's, as the official evaluate scripts print them)
   rather than fractions (GLUE, SWAG, NER)."""
-  from configs import finetune  # pylint: disable=g-import-not-at-top
-  return finetune.parse_arg(task)["task"] in ("squad11", "squad20")
+  return config_task(task) in ("squad11", "squad20")
 
 
 def _missing(rows: tuple[Row, ...], columns: tuple[str, ...],

@@ -191,7 +191,10 @@ def build(table: defs.Table, root: str, launcher: str = "local",
   jobs: dict[str, Job] = {}
 
   def add(job: Job) -> str:
-    jobs.setdefault(job.name, job)
+    known = jobs.setdefault(job.name, job)
+    if known.argv != job.argv:
+      raise ValueError(f"two different jobs are named {job.name!r}:\n  "
+                       f"{shlex.join(known.argv)}\n  {shlex.join(job.argv)}")
     return job.name
 
   for row in table.rows:

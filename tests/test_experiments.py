@@ -1,6 +1,7 @@
 """experiments/: definitions resolve, the runner's job graph, skip and resume
 on real tiny runs, collect's arithmetic, the figures."""
 
+import dataclasses
 import json
 import os
 import shlex
@@ -10,8 +11,11 @@ import sys
 import time
 
 import pytest
+from flax import nnx
 
 from bench import real_data
+from bert_jax import heads
+from bert_jax import model as model_lib
 from bert_jax import tasks
 from configs import finetune as finetune_configs
 from experiments import definitions as defs
@@ -69,6 +73,57 @@ def test_definitions_resolve_to_valid_configs(name, scale):
   # The whole graph builds, for both launchers.
   for launcher in jobs.LAUNCHERS:
     assert jobs.build(table, "gs://b/experiments", launcher)
+
+
+def test_bilstm_width_follows_the_encoder_at_each_scale():
+  """The paper's BiLSTMs (Tables 5, 7, 8) are 768 units a direction, BERT-
+  Base's width; a small table's are as wide as its small encoder."""
+  from configs import pretrain as pretrain_configs  # pylint: disable=g-import-not-at-top
+  seen = {scale: 0 for scale in defs.SCALES}
+  for scale in defs.SCALES:
+    for name in ("table5", "table7", "table8"):
+      for row in defs.get(name, scale).rows:
+        for f in row.finetunes.values():
+          if f is None or not ("bilstm=true" in f.task
+                               or "features=" in f.task):
+            continue
+          c = _resolve_finetune(f)
+          if scale == "paper":
+            assert c.lstm_units == 768, f
+          else:
+            encoder = model_lib.BertConfig.from_preset(
+                pretrain_configs.get_config(row.pretrain.arg).model.preset)
+            assert c.lstm_units == 0 and encoder.hidden_size == 128, f
+            lstm = heads._bilstm(encoder, True, c.lstm_units, c.lstm_layers,
+                                 nnx.Rngs(0))
+            assert lstm.units == encoder.hidden_size
+          seen[scale] += 1
+  # Table 5's + BiLSTM row (paper: five tasks; small: the three with a
+  # stand-in), Table 7's and Table 8's six feature-based rows.
+  assert seen == {"paper": 5 + 6 + 6, "small": 3 + 6 + 6}
+
+
+def test_each_stand_in_set_gets_its_own_grid():
+  """MNLI's and SST-2's small-scale stand-ins are both read by the `custom`
+  task: each gets its own grid and workdir, so a column never reads
+  another column's set; and a graph refuses two jobs of one name."""
+  table = defs.get("table1", "small")
+  graph = jobs.build(table, "/exp")
+  row = table.rows[0]
+  dirs = {key: jobs.finetune_dir("/exp", row.pretrain, f)
+          for key, f in row.finetunes.items() if f is not None}
+  assert len(set(dirs.values())) == len(dirs) >= 2
+  for key, f in row.finetunes.items():
+    if f is None:
+      continue
+    job = next(j for j in graph if j.workdir == dirs[key])
+    assert f"--config.data_dir=/exp/data/{f.data}" in job.argv
+  f = next(f for f in row.finetunes.values() if f is not None)
+  clash = dataclasses.replace(
+      row, finetunes={"a": f, "b": dataclasses.replace(
+          f, grid=dataclasses.replace(f.grid, seeds=(9,)))})
+  with pytest.raises(ValueError, match="two different jobs are named"):
+    jobs.build(dataclasses.replace(table, rows=(clash,)), "/exp")
 
 
 def test_job_graph_shares_models_and_orders_dependencies():
