@@ -705,8 +705,13 @@ def _restore_newest_params(ckpt_dir: str, encoder_only: bool,
   manager = ocp.CheckpointManager(
       ckpt_dir,
       options=ocp.CheckpointManagerOptions(read_only=True, create=False,
+                                           save_interval_steps=0,
                                            **process),
-      item_handlers={"state": ocp.PyTreeCheckpointHandler(**process)})
+      # The trainer's other items (checkpoints.Checkpointer) are named so
+      # that Orbax does not warn it cannot restore them; they are not read.
+      item_handlers={"state": ocp.PyTreeCheckpointHandler(**process),
+                     **{name: ocp.JsonCheckpointHandler(**process)
+                        for name in ("data", "config", "identity")}})
   errors = []
   steps = sorted(manager.all_steps(), reverse=True)
   if only_step is not None:
