@@ -28,7 +28,8 @@ bert_jax it includes compiling each batch shape; bert_jax packs sentences
 into shared rows, its default, except the feature-based variants, whose
 BiLSTM reads whole rows), mean +- sample std over `--seeds`. A finished
 run is reused while its command (recipe, model, seed) and the data's digest
-are the ones it ran with (`ran_with.json`); otherwise it is run again.
+are the ones it ran with (recorded in its results.json); otherwise it is
+run again.
 """
 
 from __future__ import annotations
@@ -37,7 +38,6 @@ import argparse
 import json
 import os
 import platform
-import shutil
 import subprocess
 import sys
 import time
@@ -248,19 +248,12 @@ def run_one(args, variant: str, data_dir: str, data_digest: str) -> dict:
   workdir = os.path.join(os.path.abspath(args.out_dir), "runs", name,
                          f"seed{args.seed}")
   results_path = os.path.join(workdir, "results.json")
-  ran_with_path = os.path.join(workdir, "ran_with.json")
   cmd = command(args, variant, data_dir, workdir)
   ran_with = {"command": cmd, "data_digest": data_digest}
-  if os.path.isfile(results_path) and os.path.isfile(ran_with_path):
-    with open(ran_with_path) as f:
-      recorded = json.load(f)
-    if recorded == ran_with:
-      print(f"{variant} seed {args.seed}: cached", flush=True)
-      with open(results_path) as f:
-        return json.load(f)
-  if os.path.isdir(workdir):
-    shutil.rmtree(workdir)  # other data, another recipe or unfinished
-  os.makedirs(workdir)
+  cached = real_data.cached_run(workdir, results_path, ran_with)
+  if cached is not None:
+    print(f"{variant} seed {args.seed}: cached", flush=True)
+    return cached
   print(" ".join(cmd), flush=True)
   start = time.perf_counter()
   with open(os.path.join(workdir, "log.txt"), "w") as log:
@@ -271,10 +264,12 @@ def run_one(args, variant: str, data_dir: str, data_digest: str) -> dict:
                      f"{workdir}/log.txt")
   print(f"{variant} seed {args.seed}: {time.perf_counter() - start:.0f}s",
         flush=True)
-  with open(ran_with_path, "w") as f:
-    json.dump(ran_with, f, indent=2)
   with open(results_path) as f:
-    return json.load(f)
+    results = json.load(f)
+  results.update(ran_with)
+  with open(results_path, "w") as f:
+    json.dump(results, f, indent=2)
+  return results
 
 
 # Table 7's rows (experiments/paper_tables.json) for the variants here.

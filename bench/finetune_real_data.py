@@ -32,7 +32,8 @@ workdir `OUT/runs/<set>/lr<LR>_ep<E>/<framework>/seed<S>/`, as a subprocess:
             the batch cut to its longest row rounded up to 32)
 and caches what it reported, plus the subprocess's wall time, in that
 workdir's `bench_result.json`; a rerun skips finished runs (and reruns one
-whose data changed). The Markdown report goes to stdout and OUT/report.md.
+whose data or command changed). The Markdown report goes to stdout and
+OUT/report.md.
 
 Times: `train s` is the job's own `train_seconds` from its results.json
 (hf: the training loop only, see finetune_peer_hf.py); `eval s` its
@@ -50,7 +51,6 @@ import collections
 import json
 import math
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -170,22 +170,18 @@ def run_one(args, meta: dict, framework: str, seed: int) -> dict:
   name = meta["name"]
   workdir = run_dir(args, name, framework, seed)
   cached = os.path.join(workdir, RESULT_FILE)
-  if os.path.isfile(cached):
-    with open(cached) as f:
-      result = json.load(f)
-    if result.get("data_digest") == meta["digest"]:
-      print(f"{name} {framework} seed {seed}: cached "
-            f"(accuracy {result['eval_accuracy']:.4f})", flush=True)
-      return result
-    print(f"{name} {framework} seed {seed}: data changed since the cached "
-          "run; running again", flush=True)
-  if os.path.isdir(workdir):
-    # A half-finished run: start clean, or bert_jax would resume from its
-    # checkpoint and its time would mean nothing.
-    shutil.rmtree(workdir)
-  os.makedirs(workdir)
   data_dir = os.path.join(os.path.abspath(args.out_dir), name)
   cmd = command(args, framework, data_dir, workdir, seed)
+  had_result = os.path.isfile(cached)
+  result = real_data.cached_run(
+      workdir, cached, {"data_digest": meta["digest"], "command": cmd})
+  if result is not None:
+    print(f"{name} {framework} seed {seed}: cached "
+          f"(accuracy {result['eval_accuracy']:.4f})", flush=True)
+    return result
+  if had_result:
+    print(f"{name} {framework} seed {seed}: data or command changed since "
+          "the cached run; running again", flush=True)
   wait_for_quiet(args.max_start_load, args.max_wait_minutes)
   print(f"{name} {framework} seed {seed}: {' '.join(cmd)}", flush=True)
   load_before = os.getloadavg()[0]

@@ -53,7 +53,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -186,16 +185,11 @@ def run_one(framework: str, seed: int, args, meta: dict) -> dict:
   workdir = os.path.join(args.out, "runs", args.set, framework, f"seed{seed}")
   results_file = os.path.join(workdir, "results.json")
   recipe = _recipe(args)
-  if os.path.exists(results_file):
-    with open(results_file) as f:
-      results = json.load(f)
-    if (results.get("data_digest") == meta["digest"]
-        and results.get("recipe") == recipe):
-      print(f"{framework} seed {seed}: cached", flush=True)
-      return results
-  if os.path.isdir(workdir):
-    shutil.rmtree(workdir)  # other data, another recipe or unfinished
-  os.makedirs(workdir)
+  cached = real_data.cached_run(
+      workdir, results_file, {"data_digest": meta["digest"], "recipe": recipe})
+  if cached is not None:
+    print(f"{framework} seed {seed}: cached", flush=True)
+    return cached
   data = os.path.join(args.out, args.set)
   if framework == "bert_jax":
     cmd = [sys.executable, "-m", "bert_jax.main",

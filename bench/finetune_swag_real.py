@@ -37,8 +37,8 @@ and seeds:
 
 With D = `OUT/<set>_n<TRAIN>_<DEV>`, the data goes to `D/<set>/`; each run
 has its own workdir `D/runs/<framework>/seed<S>/` and a cached
-`bench_result.json` (a rerun skips it unless the data changed); the
-Markdown report goes to stdout and `D/report.md`. Times:
+`bench_result.json` (a rerun skips it unless the data or the command
+changed); the Markdown report goes to stdout and `D/report.md`. Times:
 `train s` is the job's own `train_seconds` (hf: the training loop only;
 bert_jax: its train loop, compiles of each batch shape included), `process
 s` the subprocess's whole wall time. The peer cuts each batch to its longest
@@ -53,7 +53,6 @@ import collections
 import csv
 import json
 import os
-import shutil
 import sys
 import time
 
@@ -227,17 +226,13 @@ def command(args, framework, data_dir, workdir, seed):
 def run_one(args, meta, framework, seed) -> dict:
   workdir = os.path.join(set_dir(args), "runs", framework, f"seed{seed}")
   cached = os.path.join(workdir, RESULT_FILE)
-  if os.path.isfile(cached):
-    with open(cached) as f:
-      result = json.load(f)
-    if result.get("data_digest") == meta["digest"]:
-      print(f"{framework} seed {seed}: cached", flush=True)
-      return result
-  if os.path.isdir(workdir):
-    shutil.rmtree(workdir)  # a half-finished run: start clean
-  os.makedirs(workdir)
   cmd = command(args, framework, os.path.join(set_dir(args), args.set),
                 workdir, seed)
+  result = real_data.cached_run(
+      workdir, cached, {"data_digest": meta["digest"], "command": cmd})
+  if result is not None:
+    print(f"{framework} seed {seed}: cached", flush=True)
+    return result
   finetune_real_data.wait_for_quiet(args.max_start_load,
                                     args.max_wait_minutes)
   print(f"{framework} seed {seed}: {' '.join(cmd)}", flush=True)

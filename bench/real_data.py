@@ -36,6 +36,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -219,6 +220,23 @@ def file_digest(*paths: str) -> str:
     with open(p, "rb") as f:
       h.update(f.read())
   return h.hexdigest()[:16]
+
+
+def cached_run(workdir: str, result_file: str, ran_with: dict) -> dict | None:
+  """A finished run's result (the JSON object in `result_file`) if it ran
+  with `ran_with` (each of its keys recorded in the result with that
+  value); otherwise None, with `workdir` cleared and made anew: the run
+  had other data, another recipe, or did not finish (bert_jax would
+  resume from its checkpoint, and its time would mean nothing)."""
+  if os.path.isfile(result_file):
+    with open(result_file) as f:
+      result = json.load(f)
+    if all(result.get(k) == v for k, v in ran_with.items()):
+      return result
+  if os.path.isdir(workdir):
+    shutil.rmtree(workdir)
+  os.makedirs(workdir)
+  return None
 
 
 def write_meta(set_dir: str, meta: dict) -> dict:
