@@ -112,6 +112,11 @@ def _short(e: BaseException) -> str:
   return f"{type(e).__name__}: {text}"
 
 
+# A checkpoint's Orbax items besides the train state ("state"): JSON (the
+# data iterator's state, the config, the run's identity).
+JSON_ITEMS = ("data", "config", "identity")
+
+
 class Checkpointer:
   """Saves and restores (train state, data-iterator state, config, identity).
 
@@ -130,7 +135,7 @@ class Checkpointer:
         options=ocp.CheckpointManagerOptions(
             max_to_keep=keep, create=True,
             enable_async_checkpointing=async_save),
-        item_names=("state", "data", "config", "identity"))
+        item_names=("state", *JSON_ITEMS))
 
   def save(self, step: int, state: Any, data_state: dict[str, Any],
            config: dict[str, Any], force: bool = False,

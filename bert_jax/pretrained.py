@@ -701,17 +701,18 @@ def _restore_newest_params(ckpt_dir: str, encoder_only: bool,
   """
   import jax  # pylint: disable=g-import-not-at-top
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  from bert_jax import checkpoints  # pylint: disable=g-import-not-at-top
   process = _this_process_only()
   manager = ocp.CheckpointManager(
       ckpt_dir,
       options=ocp.CheckpointManagerOptions(read_only=True, create=False,
                                            save_interval_steps=0,
                                            **process),
-      # The trainer's other items (checkpoints.Checkpointer) are named so
-      # that Orbax does not warn it cannot restore them; they are not read.
+      # The trainer's other items are named so that Orbax does not warn it
+      # cannot restore them; they are not read.
       item_handlers={"state": ocp.PyTreeCheckpointHandler(**process),
                      **{name: ocp.JsonCheckpointHandler(**process)
-                        for name in ("data", "config", "identity")}})
+                        for name in checkpoints.JSON_ITEMS}})
   errors = []
   steps = sorted(manager.all_steps(), reverse=True)
   if only_step is not None:
