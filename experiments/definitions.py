@@ -197,6 +197,9 @@ SMALL_SIZES = {
     "L6_H768_A12": "L2_H128_A4", "L12_H768_A12": "L4_H128_A4",
     "L12_H1024_A16": "L4_H192_A6", "L24_H1024_A16": "L8_H192_A6",
 }
+# configs/pretrain.py's default masking (its TABLE8's first row).
+DEFAULT_MASKING = "mask_80_10_10"
+
 # Figure 5's checkpoints (paper: 200k ... 1M steps).
 PAPER_STEPS = (200_000, 400_000, 600_000, 800_000, 1_000_000)
 SMALL_STEPS = (200, 400, 600, 800, 1000)
@@ -220,7 +223,9 @@ class Scale:
     args.append(f"size={size}")
     if objective != "mlm_nsp":
       args.append(f"objective={objective}")
-    if masking:
+    if masking and masking != DEFAULT_MASKING:
+      # Table 8's first row is BERT's own masking: the model every other
+      # table pre-trains, not a second run of it.
       args.append(f"masking={masking}")
     overrides = ()
     if keep_steps:

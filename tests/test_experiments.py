@@ -155,6 +155,25 @@ def test_job_graph_shares_models_and_orders_dependencies():
     defs.get("table9", "small")
 
 
+def test_table8_default_masking_row_is_the_shared_base_model():
+  """Table 8's 80/10/10 row is BERT's own masking (configs/pretrain.py's
+  default): at both scales it fine-tunes the Base model the other tables
+  pre-train, and the other five rows each get their own masking."""
+  from configs import pretrain as pretrain_configs  # pylint: disable=g-import-not-at-top
+  default = pretrain_configs.get_config("size=L2_H128_A2").data.mask_ratios
+  for scale in defs.SCALES:
+    rows = defs.get("table8", scale).rows
+    base = defs.get("table5", scale).rows[0].pretrain
+    by_name = {r.name: r.pretrain for r in rows}
+    assert by_name["mask_80_10_10"] == base
+    assert tuple(int(round(100 * x)) for x in default) == (80, 10, 10)
+    others = [p for n, p in by_name.items() if n != "mask_80_10_10"]
+    assert len({p.arg for p in others}) == 5
+    for name, p in by_name.items():
+      ratios = jobs.pretrain_config(p).data.mask_ratios
+      assert "_".join(str(int(round(100 * x))) for x in ratios) == name[5:]
+
+
 def test_paper_dry_run_is_what_the_launcher_runs(capsys):
   """The TPU dry run's commands, given to launch.tpu, start bert_jax.main
   with the row's config on the recipe's slice."""
