@@ -646,6 +646,23 @@ def test_bad_ner_input_names_file_line_or_key(encoder_dir, tmp_path):
         str(tmp_path / "w2"))
 
 
+def test_feature_based_bilstm_of_the_encoders_width(encoder_dir, tmp_path):
+  """lstm_units=0 means a BiLSTM as wide as the encoder (the small-scale
+  Tables 7 and 8 ask for it): the run trains and reports that width; a
+  negative width is a config error naming the key."""
+  data = write_conll(tmp_path / "conll", n_train=32, n_dev=8, n_test=0)
+  config = ner_config(encoder_dir, data, "task=conll2003,features=last",
+                      lstm_units=0, num_train_epochs=1.0)
+  results = train.train_and_evaluate(config, str(tmp_path / "w"))
+  # encoder_dir's encoder is 32 wide.
+  assert "BiLSTM (2 layer(s), 32 units a direction)" in results["init"]
+  assert 0.0 <= results["eval_f1"] <= 1.0
+  with pytest.raises(tasks_base.ConfigError, match="config.lstm_units=-1"):
+    train.train_and_evaluate(
+        ner_config(encoder_dir, data, "task=conll2003,features=last",
+                   lstm_units=-1), str(tmp_path / "w2"))
+
+
 def test_ner_configs():
   c = finetune_configs.get_config("task=conll2003,features=concat_last4")
   assert (c.task, c.features, c.lstm_units, c.lstm_layers) == (

@@ -200,7 +200,8 @@ class FinetuneTask(base.Task):
               f"initialised: truncated normal, stddev {std:g}")
     if self.uses_bilstm:
       c = self.config
-      report += (f"; BiLSTM ({c.lstm_layers} layer(s), {c.lstm_units} units "
+      units = c.lstm_units or self.encoder.config.hidden_size
+      report += (f"; BiLSTM ({c.lstm_layers} layer(s), {units} units "
                  "a direction) freshly initialised: flax's LSTM defaults")
     return self.to_urls(report)
 

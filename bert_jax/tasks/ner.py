@@ -318,9 +318,10 @@ class NerTask(finetuning.FinetuneTask):
           f"config.features={c.features!r} not in {heads.FEATURES}")
     check(len(set(self.labels)) == len(self.labels) and "O" in self.labels,
           f"config.labels={self.labels}: distinct tags including 'O'")
-    check(c.lstm_units > 0 and c.lstm_layers > 0,
-          f"config.lstm_units={c.lstm_units} and config.lstm_layers="
-          f"{c.lstm_layers} must be positive")
+    check(c.lstm_units >= 0 and c.lstm_layers > 0,
+          f"config.lstm_units={c.lstm_units} must be >= 0 (0: the "
+          f"encoder's width) and config.lstm_layers={c.lstm_layers} "
+          "positive")
 
   def validate(self, check) -> None:
     super().validate(check)
