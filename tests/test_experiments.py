@@ -157,21 +157,42 @@ def test_job_graph_shares_models_and_orders_dependencies():
 
 def test_table8_default_masking_row_is_the_shared_base_model():
   """Table 8's 80/10/10 row is BERT's own masking (configs/pretrain.py's
-  default): at both scales it fine-tunes the Base model the other tables
-  pre-train, and the other five rows each get their own masking."""
+  default): it fine-tunes the Base model Table 7 and Table 6's BERT-Base
+  row pre-train (one job), and the other five rows each get their own
+  masking."""
   from configs import pretrain as pretrain_configs  # pylint: disable=g-import-not-at-top
   default = pretrain_configs.get_config("size=L2_H128_A2").data.mask_ratios
+  assert tuple(int(round(100 * x)) for x in default) == (80, 10, 10)
   for scale in defs.SCALES:
-    rows = defs.get("table8", scale).rows
-    base = defs.get("table5", scale).rows[0].pretrain
-    by_name = {r.name: r.pretrain for r in rows}
+    by_name = {r.name: r.pretrain for r in defs.get("table8", scale).rows}
+    base = {r.name: r.pretrain for r in defs.get("table7", scale).rows}[
+        "BERT-Base fine-tuned"]
+    table6 = {r.name: r.pretrain for r in defs.get("table6", scale).rows}
     assert by_name["mask_80_10_10"] == base
-    assert tuple(int(round(100 * x)) for x in default) == (80, 10, 10)
+    if scale == "small":  # paper: size=base, its own preset
+      assert base == table6["L12_H768_A12"]
     others = [p for n, p in by_name.items() if n != "mask_80_10_10"]
     assert len({p.arg for p in others}) == 5
     for name, p in by_name.items():
       ratios = jobs.pretrain_config(p).data.mask_ratios
       assert "_".join(str(int(round(100 * x))) for x in ratios) == name[5:]
+
+
+def test_feature_rows_have_the_layers_they_read():
+  """Every feature-based row's encoder has the layers its features read
+  (Table 7's "last four" needs four; the task refuses fewer)."""
+  seen = 0
+  for scale in defs.SCALES:
+    for name in defs.TABLES:
+      for row in defs.get(name, scale).rows:
+        layers = model_lib.BertConfig.from_preset(
+            jobs.pretrain_config(row.pretrain).model.preset).num_layers
+        for f in row.finetunes.values():
+          c = _resolve_finetune(f)
+          if c.get("features"):
+            heads.feature_layers(c.features, layers)  # raises if too few
+            seen += 1
+  assert seen == 2 * (6 + 6)  # Tables 7 and 8, both scales
 
 
 def test_paper_dry_run_is_what_the_launcher_runs(capsys):
