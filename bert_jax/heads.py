@@ -240,14 +240,20 @@ def _classifier(config: BertConfig, n: int, rngs: nnx.Rngs,
   return model_lib.dense(config, in_features, n, (None, None), rngs)
 
 
+def lstm_width(config: BertConfig, units: int) -> int:
+  """A BiLSTM's units a direction: `units`, or 0 for the encoder's hidden
+  size."""
+  return units or config.hidden_size
+
+
 def _bilstm(config: BertConfig, on: bool, units: int, layers: int,
             rngs: nnx.Rngs, in_features: int | None = None
             ) -> BiLSTM | None:
-  """The optional BiLSTM; `units` 0: the encoder's hidden size."""
+  """The optional BiLSTM, `lstm_width(config, units)` a direction."""
   if not on:
     return None
   return BiLSTM(in_features or config.hidden_size,
-                units or config.hidden_size, layers, rngs=rngs)
+                lstm_width(config, units), layers, rngs=rngs)
 
 
 def _head_width(config: BertConfig, lstm: BiLSTM | None) -> int | None:

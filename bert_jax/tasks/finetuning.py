@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from bert_jax import finetune
+from bert_jax import heads
 from bert_jax import storage
 from bert_jax import tokenization
 from bert_jax.tasks import base
@@ -200,7 +201,7 @@ class FinetuneTask(base.Task):
               f"initialised: truncated normal, stddev {std:g}")
     if self.uses_bilstm:
       c = self.config
-      units = c.lstm_units or self.encoder.config.hidden_size
+      units = heads.lstm_width(self.encoder.config, c.lstm_units)
       report += (f"; BiLSTM ({c.lstm_layers} layer(s), {units} units "
                  "a direction) freshly initialised: flax's LSTM defaults")
     return self.to_urls(report)
