@@ -75,6 +75,27 @@ def test_definitions_resolve_to_valid_configs(name, scale):
     assert jobs.build(table, "gs://b/experiments", launcher)
 
 
+def test_small_large_pretrains_at_its_own_learning_rate():
+  """The small sizes the demo's learning rate does not train get their
+  own in the config they run with, every table alike; the others keep
+  the recipe's, and the paper scale keeps the paper's."""
+  from configs import pretrain as pretrain_configs  # pylint: disable=g-import-not-at-top
+  demo_lr = pretrain_configs.get_config("recipe=demo").learning_rate
+  for scale in defs.SCALES:
+    for name in defs.TABLES:
+      for row in defs.get(name, scale).rows:
+        c = jobs.pretrain_config(row.pretrain)
+        small_size = (c.model.preset if scale == "small" else None)
+        want = (defs.SMALL_LEARNING_RATES.get(small_size, demo_lr)
+                if scale == "small"
+                else pretrain_configs.get_config(
+                    row.pretrain.arg).learning_rate)
+        assert c.learning_rate == want, (name, scale, row.name)
+  large = {r.name: r.pretrain for r in defs.get("table3", "small").rows}
+  assert jobs.pretrain_config(large["BERT-Large"]).learning_rate == 1e-3
+  assert "learning_rate=0.001" in large["BERT-Large"].slug
+
+
 def test_bilstm_width_follows_the_encoder_at_each_scale():
   """The paper's BiLSTMs (Tables 5, 7, 8) are 768 units a direction, BERT-
   Base's width; a small table's are as wide as its small encoder."""
