@@ -204,7 +204,7 @@ SMALL_SIZES = {
 }
 # Small sizes the `demo` recipe's peak learning rate (2e-3) does not train:
 # at L4_H256_A4 the masked LM stuck at the unigram solution from step 200 on
-# (masked-LM accuracy 0.079, held-out perplexity 406 against the 2 x 128
+# (masked-LM accuracy 0.078-0.079, held-out perplexity 406 against the 2 x 128
 # model's 224), and every SQuAD stand-in run fine-tuned from it predicted
 # uniform spans (dev loss 4.612 at every seed and rate); at 1e-3 it learns
 # (accuracy 0.158 at step 400, the 2 x 128 model's 0.151).
