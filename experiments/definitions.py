@@ -256,7 +256,8 @@ class Scale:
       args.append(f"masking={masking}")
     overrides = ()
     if self.name == "small":
-      lr = small_learning_rate or SMALL_LEARNING_RATES.get(size)
+      lr = (small_learning_rate if small_learning_rate is not None
+            else SMALL_LEARNING_RATES.get(size))
       if lr is not None:
         overrides += (("learning_rate", lr),)
     if keep_steps:
