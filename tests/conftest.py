@@ -71,10 +71,14 @@ def pytest_configure(config):
 
 
 def pytest_collection_modifyitems(items):
-  """The long end-to-end tests (marked slow) first, the rest in file order:
-  dealt out one at a time, the short tests then fill the end instead of
-  one worker finishing a long test alone."""
-  items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+  """The long end-to-end tests (marked slow) first, the longest of them
+  (slow(longest=True)) before the others, the rest in file order: dealt
+  out one at a time, the short tests then fill the end instead of one
+  worker finishing a long test alone."""
+  def rank(item):
+    slow = item.get_closest_marker("slow")
+    return 2 if slow is None else 0 if slow.kwargs.get("longest") else 1
+  items.sort(key=rank)
 
 
 def pytest_sessionfinish(session):

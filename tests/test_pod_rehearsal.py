@@ -138,7 +138,7 @@ def pod(gcs, data_dir, tmp_path, monkeypatch):
     p.kill()  # never leave a detached trainer behind
 
 
-@pytest.mark.slow
+@pytest.mark.slow(longest=True)  # the suite starts it first
 def test_v3_32_host_lost_stops_the_others_and_resumes_bitwise(pod, tmp_path):
   """One host of four is lost (SIGKILL, as when its VM is preempted): the
   other three stop by themselves with a clear error, bounded by the

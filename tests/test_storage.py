@@ -100,7 +100,7 @@ def test_pretraining_on_gcs_killed_and_resumed_equals_local(gcs, data_dir,
   while not [s for s in _steps_committed(workdir) if s >= 2]:
     assert proc.poll() is None, proc.stdout.read()[-3000:]
     assert time.monotonic() < deadline
-    time.sleep(0.1)
+    time.sleep(0.5)
     fs.invalidate_cache()
   proc.kill()
   proc.wait()
