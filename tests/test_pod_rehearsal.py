@@ -87,12 +87,14 @@ class Pod:
     except FileNotFoundError:
       return ""
 
-  def wait(self, predicate, what, timeout, fail_on_exit=True):
-    """Polls predicate; fails at the timeout, or at once (fail_on_exit)
-    when every trainer has exited without it coming true."""
+  def wait(self, predicate, what, timeout):
+    """Polls predicate; fails at the timeout, or at once when every
+    trainer has exited without it coming true."""
     deadline = time.monotonic() + timeout
-    while not predicate():
-      ended = fail_on_exit and self.exited()
+    while True:
+      ended = self.exited()  # before predicate: what the exit left counts
+      if predicate():
+        return
       if ended or time.monotonic() > deadline:
         logs = {h: self.read(h, "train.log")[-3000:] for h in self.names()}
         raise AssertionError(
@@ -155,7 +157,7 @@ def test_v3_32_host_lost_stops_the_others_and_resumes_bitwise(pod, tmp_path):
   t = time.monotonic()
   # Bounded by the heartbeat timeout (15 s here) plus slack for this
   # shared machine.
-  pod.wait(pod.exited, "the other hosts to stop", 120, fail_on_exit=False)
+  pod.wait(pod.exited, "the other hosts to stop", 120)
   print(f"the other hosts stopped {time.monotonic() - t:.1f} s after")
   assert pod.read("worker-2", "train.rc").strip() == "137"
   for h in ("worker-0", "worker-1", "worker-3"):
@@ -172,7 +174,7 @@ def test_v3_32_host_lost_stops_the_others_and_resumes_bitwise(pod, tmp_path):
   pod.state.write_text("PREEMPTED")
   # resume: delete, create (fresh disks), setup, run.
   pod.launch("resume", killed)
-  pod.wait(pod.exited, "the resumed run to finish", 600, fail_on_exit=False)
+  pod.wait(pod.exited, "the resumed run to finish", 600)
   for h in pod.names():
     assert pod.read(h, "train.rc").strip() == "0", pod.read(h, "train.log")
   assert "resumed from the checkpoint at step" in pod.read("worker-0",
@@ -183,7 +185,7 @@ def test_v3_32_host_lost_stops_the_others_and_resumes_bitwise(pod, tmp_path):
   # The same job, uninterrupted, on the same (simulated) slice.
   clean = f"{pod.bucket}/rehearsal/clean"
   pod.launch("run", clean)
-  pod.wait(pod.exited, "the uninterrupted run", 600, fail_on_exit=False)
+  pod.wait(pod.exited, "the uninterrupted run", 600)
   a = _weights(killed, str(tmp_path / "a"))
   b = _weights(clean, str(tmp_path / "b"))
   assert a.keys() == b.keys()
