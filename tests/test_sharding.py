@@ -51,8 +51,8 @@ def test_sharded_forward_and_grad_equal_single_device(scan_layers):
 
   # Reference: one device, no sharding at all.
   graphdef, state = nnx.split(make())
-  ref_loss, ref_out = _loss(graphdef, state, batch)
-  ref_grads = jax.grad(lambda s: _loss(graphdef, s, batch)[0])(state)
+  (ref_loss, ref_out), ref_grads = jax.jit(jax.value_and_grad(
+      lambda s: _loss(graphdef, s, batch), has_aux=True))(state)
 
   mesh = sharding.create_mesh((2, 2, 2))
   rules = sharding.DEFAULT_RULES
