@@ -22,6 +22,7 @@ from bert_jax import storage
 from launch.tpu import cli
 from tests import fake_tpu
 from tests import test_train
+from tests.test_storage import _steps_committed
 
 STEPS = 6
 TINY = [f"--config.num_train_steps={STEPS}", "--config.phase2_start_step=0",
@@ -115,14 +116,6 @@ class Pod:
           pass
 
 
-def _committed(workdir):
-  fs = storage.filesystem()
-  fs.invalidate_cache()
-  return sorted(int(p.split("/")[-2]) for p in fs.glob(
-      f"{workdir}/checkpoints/*/commit_success.txt")
-                if p.split("/")[-2].isdigit())
-
-
 def _weights(workdir, local):
   path = storage.cached_copy(f"{workdir}/export/bert_jax", local)
   return pretrained._flatten(pretrained.load_bert_jax(path)[1])  # pylint: disable=protected-access
@@ -151,7 +144,7 @@ def test_v3_32_host_lost_stops_the_others_and_resumes_bitwise(pod, tmp_path):
   assert pod.names() == [f"worker-{i}" for i in range(4)]
   pod.launch("setup", killed)
   pod.launch("run", killed)
-  pod.wait(lambda: [s for s in _committed(killed) if 2 <= s < STEPS],
+  pod.wait(lambda: [s for s in _steps_committed(killed) if 2 <= s < STEPS],
            "a checkpoint", 600)
   pod.kill(["worker-2"])
   t = time.monotonic()

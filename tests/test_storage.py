@@ -79,6 +79,7 @@ def _run(workdir, data_dir, env, *extra, wait=True):
 def _steps_committed(url):
   """Checkpoint steps Orbax finished writing (commit_success.txt) in url."""
   fs = storage.filesystem()
+  fs.invalidate_cache()  # a listing cached by an earlier poll is stale
   return sorted(int(p.split("/")[-2]) for p in fs.glob(
       f"{url}/checkpoints/*/commit_success.txt")
                 if p.split("/")[-2].isdigit())
